@@ -1,0 +1,26 @@
+"""Accelerate constants in one place, each commented, so code reads `settings.X` and a test can patch one."""
+
+from datetime import date
+
+# The production URL, built from the account's subdomain; `base_url` replaces all of it.
+BASE_URL_TEMPLATE = "https://{subdomain}.quotevineapp.com/qvine/quotevine/api/v2"
+# The only endpoint we call: invoices whose last update is on or after {date} (a day, not a time).
+INVOICES_SINCE_PATH = "/invoices/since/{date}/"
+# The header that carries the key (the seed's "HTTP Header" section).
+API_KEY_HEADER = "api-key"
+
+# Contract defaults (../shared/CONTRACT.md), repeated in .dlt/config.toml for users to see.
+DEFAULT_START_DATE = date(2000, 1, 1)
+DEFAULT_LOOKBACK_DAYS = 1
+DEFAULT_TIMEZONE = "Europe/London"
+
+# Invoices per arrow batch handed to dlt: large enough that per-batch overhead vanishes, small enough that
+# one batch (with its ~5 lines per invoice) stays a few tens of MB whatever the size of the response.
+BATCH_SIZE = 10_000
+# The response body is spooled to a temporary file in chunks of this size, then parsed as a stream.
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+
+# Where the resource keeps its state (dlt resource state, committed with the load that carried it).
+STATE_CURSOR = "last_update_date"
+STATE_LAST_SINCE = "last_since_date"
+STATE_FIELD_TYPES = "field_types"

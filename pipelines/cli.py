@@ -1,0 +1,89 @@
+"""The `invoice-pipelines` command line: run, demo and emulator (CONTRACT.md names them).
+
+Every expected failure ends as one line on stderr and a non-zero exit status; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipelines.errors import PipelineError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="invoice-pipelines",
+        description="Load Accelerate invoices (and Qvalia e-invoice statuses) with dlt.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and retries in detail")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the main job: pipeline 'invoices' (default: invoices.duckdb)")
+    run.add_argument("--destination", default="duckdb", help="a dlt destination name (default: duckdb)")
+    run.add_argument("--dataset", default="billing", help="dataset (schema) name (default: billing)")
+    run.add_argument("--only", choices=["accelerate"], help="run one source only")
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="drop the tables and cursor of the sources run, reload all",
+    )
+
+    demo = commands.add_parser("demo", help="run the whole job against the bundled emulator (no network)")
+    demo.add_argument("--days", type=int, default=2, help="business days to advance between runs (default 2)")
+    demo.add_argument("--invoices", type=int, default=800, help="invoices in the demo world (default 800)")
+
+    emulator = commands.add_parser("emulator", help="serve the bundled API emulator on loopback")
+    emulator.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 = any)")
+    emulator.add_argument("--invoices", type=int, default=800, help="invoices in the world (default 800)")
+    emulator.add_argument("--seed", type=int, default=7, help="seed of the generated world (default 7)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "demo":
+            from pipelines.demo import run_demo
+
+            run_demo(days=args.days, invoices=args.invoices)
+            return 0
+        if args.command == "emulator":
+            from pipelines.demo import serve_emulator
+
+            serve_emulator(port=args.port, invoices=args.invoices, seed=args.seed)
+            return 0
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines.invoices import PIPELINE_NAME, make_pipeline, run_job
+
+    pipeline = make_pipeline(PIPELINE_NAME, destination=args.destination, dataset_name=args.dataset)
+    summary = run_job(pipeline, full_refresh=args.full_refresh)
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    ours = logging.getLogger("pipelines")
+    ours.addHandler(handler)
+    ours.setLevel(logging.DEBUG if verbose else logging.INFO)
+    ours.propagate = False
