@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+import dlt
 import requests
 
 from pipelines.errors import ApiUnavailableError, ConfigurationError
@@ -84,14 +85,38 @@ class RetryPolicy:
     """Bounded retries with exponential backoff and full jitter; a server's Retry-After wins when longer.
 
     `max_attempts` counts the first try. `max_delay` caps one wait, including a Retry-After, so a
-    misbehaving server cannot park a scheduled job for hours.
+    misbehaving server cannot park a scheduled job for hours. The defaults are dlt's own
+    (`[runtime] request_*`), and `from_dlt_config` reads those keys, so users tune one set of settings.
     """
 
-    max_attempts: int = 6
-    backoff_base: float = 0.5
-    max_delay: float = 60.0
+    max_attempts: int = 5
+    backoff_base: float = 1.0
+    max_delay: float = 300.0
     connect_timeout: float = 10.0
-    read_timeout: float = 120.0
+    read_timeout: float = 60.0
+
+    @classmethod
+    def from_dlt_config(cls) -> RetryPolicy:
+        """Read `runtime.request_max_attempts`, `request_backoff_factor`, `request_max_retry_delay` and
+        `request_timeout` from dlt's config providers (toml files or RUNTIME__REQUEST_... variables)."""
+        values = {
+            "max_attempts": ("request_max_attempts", int),
+            "backoff_base": ("request_backoff_factor", float),
+            "max_delay": ("request_max_retry_delay", float),
+            "read_timeout": ("request_timeout", float),
+        }
+        resolved: dict[str, float | int] = {}
+        for field_name, (key, kind) in values.items():
+            raw = dlt.config.get(f"runtime.{key}")
+            if raw is None:
+                continue
+            try:
+                resolved[field_name] = kind(raw)
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"runtime.{key} must be a number, got {raw!r}") from None
+            if resolved[field_name] < (1 if key == "request_max_attempts" else 0):
+                raise ConfigurationError(f"runtime.{key} is out of range: {raw!r}")
+        return cls(**resolved)  # type: ignore[arg-type]
 
     @property
     def timeout(self) -> tuple[float, float]:

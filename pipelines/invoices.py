@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "invoices"
 DEFAULT_DATASET = "billing"
-SOURCES = ("accelerate",)
+# Arrow tables skip dlt's row normaliser, which is what would add `_dlt_load_id`; we want it on every row
+# (which load brought this version), so it is on unless the user's config says otherwise.
+LOAD_ID_SETTING = "normalize.parquet_normalizer.add_dlt_load_id"
 
 
 @dataclass
@@ -61,6 +63,8 @@ def make_pipeline(
     pipelines_dir: str | None = None,
 ) -> dlt.Pipeline:
     """A pipeline whose DuckDB default is `<pipeline_name>.duckdb` in the working folder (dlt's own rule)."""
+    if dlt.config.get(LOAD_ID_SETTING) is None:
+        dlt.config[LOAD_ID_SETTING] = True
     try:
         return dlt.pipeline(
             pipeline_name=pipeline_name,

@@ -30,7 +30,7 @@ class AccelerateClient:
 
     def __init__(self, base_url: str, api_key: str, retry: RetryPolicy | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_dlt_config()
         self._session = requests.Session()
         self._session.headers.update(
             {settings.API_KEY_HEADER: api_key, "Accept": "application/json", "User-Agent": USER_AGENT}
