@@ -18,7 +18,7 @@ import duckdb
 
 from pipelines.accelerate import accelerate_source
 from pipelines.emulator import EmulatorServer, World
-from pipelines.invoices import DEFAULT_DATASET, make_pipeline, run_job
+from pipelines.invoices import DEFAULT_DATASET, duckdb_destination, make_pipeline, run_job
 
 DEMO_PIPELINE = "invoices_demo"
 DEMO_DATABASE = "invoices_demo.duckdb"
@@ -98,5 +98,5 @@ def _fresh_pipeline(database: Path) -> dlt.Pipeline:
     for path in (database, Path(f"{database}.wal")):
         if path.exists():
             os.remove(path)
-    pipeline = make_pipeline(DEMO_PIPELINE, destination=dlt.destinations.duckdb(str(database)))
+    pipeline = make_pipeline(DEMO_PIPELINE, destination=duckdb_destination(str(database)))
     return pipeline.drop()

@@ -17,6 +17,7 @@ from typing import Any
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.destination.exceptions import UnknownDestinationModule
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.accelerate import accelerate_source
@@ -30,6 +31,10 @@ DEFAULT_DATASET = "billing"
 # Arrow tables skip dlt's row normaliser, which is what would add `_dlt_load_id`; we want it on every row
 # (which load brought this version), so it is on unless the user's config says otherwise.
 LOAD_ID_SETTING = "normalize.parquet_normalizer.add_dlt_load_id"
+# DuckDB's own default is 80% of RAM; a merge of 500k lines then takes ~300 MB on top of the job. Capped,
+# DuckDB spills to disk instead, so a scheduled job stays small. Applies only when the user configured no
+# DuckDB credentials of their own (then theirs win).
+DUCKDB_MEMORY_LIMIT = "160MB"
 
 
 @dataclass
@@ -65,6 +70,8 @@ def make_pipeline(
     """A pipeline whose DuckDB default is `<pipeline_name>.duckdb` in the working folder (dlt's own rule)."""
     if dlt.config.get(LOAD_ID_SETTING) is None:
         dlt.config[LOAD_ID_SETTING] = True
+    if destination == "duckdb" and dlt.secrets.get("destination.duckdb.credentials") is None:
+        destination = duckdb_destination(f"{pipeline_name}.duckdb")
     try:
         return dlt.pipeline(
             pipeline_name=pipeline_name,
@@ -77,6 +84,13 @@ def make_pipeline(
             f"unknown destination {destination!r}: use a dlt destination name such as duckdb, postgres, "
             "bigquery, snowflake, databricks or filesystem"
         ) from None
+
+
+def duckdb_destination(path: str) -> Any:
+    """A DuckDB file destination with the job's memory cap (see DUCKDB_MEMORY_LIMIT)."""
+    credentials = DuckDbCredentials(path)
+    credentials.global_config = {"memory_limit": DUCKDB_MEMORY_LIMIT}
+    return dlt.destinations.duckdb(credentials)
 
 
 def run_job(

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import dlt
 import duckdb
 import pytest
-from pipelines.emulator import EmulatorServer, Faults, World
 
 from pipelines.accelerate import accelerate_source
-from pipelines.invoices import RunSummary, make_pipeline, run_job
+from pipelines.emulator import EmulatorServer, Faults, World
+from pipelines.invoices import RunSummary, duckdb_destination, make_pipeline, run_job
 
 LONDON = ZoneInfo("Europe/London")
 TIMESTAMP_FIELDS = {"creation_date", "last_update_date"}
@@ -46,7 +45,7 @@ class Harness:
         self.pipelines_dir = folder / "dlt_pipelines"
         self.pipeline = make_pipeline(
             name,
-            destination=dlt.destinations.duckdb(str(self.database)),
+            destination=duckdb_destination(str(self.database)),
             pipelines_dir=str(self.pipelines_dir),
         )
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 from conftest import Harness
-from pipelines.emulator import World
 
+from pipelines.emulator import World
 from pipelines.errors import (
     ApiRequestError,
     ApiResponseError,

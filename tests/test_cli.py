@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import expected_tables
+
 from pipelines.emulator import EmulatorServer, World
 
 SECRET_KEY = "acc-SECRET-4c1d2e3f-5a6b-7c8d"

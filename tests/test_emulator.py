@@ -463,7 +463,8 @@ def test_status_refusals(server: EmulatorServer, world: World) -> None:
     assert status(server, integration_id, key="wrong").status_code == 401
     assert status(server, integration_id, key="wrong").json()["status"] == "error"
     assert status(server, integration_id, account="1111111111").status_code == 403
-    url = f"{server.qvalia_base_url}/account/{server.account_reg_no}/action/invoice/outgoing/status/{integration_id}"
+    account = f"{server.qvalia_base_url}/account/{server.account_reg_no}"
+    url = f"{account}/action/invoice/outgoing/status/{integration_id}"
     got = requests.get(url, headers={"Authorization": server.qvalia_api_key}, timeout=10)
     assert got.status_code == 405 and got.headers["Allow"] == "POST"
     empty = requests.post(url, headers={"Authorization": server.qvalia_api_key}, timeout=10)

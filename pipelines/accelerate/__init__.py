@@ -10,6 +10,7 @@ for `cursor date - lookback_days`, loads everything it gets, and merges on `invo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from dlt.sources import DltResource
 from pipelines.accelerate import settings
 from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
-from pipelines.accelerate.convert import BatchConverter, batched
+from pipelines.accelerate.convert import BatchConverter, batched, paused_gc
 from pipelines.accelerate.schema import invoice_columns, line_columns
 
 __all__ = ["accelerate_source", "invoice", "next_since_date"]
@@ -71,21 +72,44 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     converter = BatchConverter(config.timezone, state.setdefault(settings.STATE_FIELD_TYPES, {}))
     newest: datetime | None = _parse_cursor(state.get(settings.STATE_CURSOR))
     logger.info("accelerate: asking for invoices updated since %s", since)
-    invoice_count = line_count = 0
-    try:
-        for batch in batched(client.invoices_since(since), settings.BATCH_SIZE):
-            invoices, lines = converter.convert(batch)
-            newest = _later(newest, invoices)
-            invoice_count += invoices.num_rows
-            line_count += lines.num_rows
-            logger.info("accelerate: %s invoices, %s lines read", f"{invoice_count:,}", f"{line_count:,}")
-            yield dlt.mark.with_hints(invoices, INVOICE_HINTS, create_table_variant=True)
-            yield dlt.mark.with_hints(lines, LINE_HINTS, create_table_variant=True)
-    finally:
-        client.close()
+    progress = Progress()
+    with paused_gc():
+        try:
+            for batch in batched(client.invoices_since(since), settings.BATCH_SIZE):
+                invoices, lines = converter.convert(batch)
+                newest = _later(newest, invoices)
+                progress.add(invoices.num_rows, lines.num_rows)
+                yield dlt.mark.with_hints(invoices, INVOICE_HINTS, create_table_variant=True)
+                yield dlt.mark.with_hints(lines, LINE_HINTS, create_table_variant=True)
+        finally:
+            client.close()
+    progress.done()
     state[settings.STATE_LAST_SINCE] = since.isoformat()
     if newest is not None:
         state[settings.STATE_CURSOR] = newest.isoformat()
+
+
+class Progress:
+    """Logs the first batch, then at most every PROGRESS_SECONDS, then the total: long backfills show life
+    without flooding a scheduler's log."""
+
+    def __init__(self) -> None:
+        self.invoices = self.lines = 0
+        self._last_log: float | None = None
+
+    def add(self, invoices: int, lines: int) -> None:
+        self.invoices += invoices
+        self.lines += lines
+        now = time.monotonic()
+        if self._last_log is None or now - self._last_log >= settings.PROGRESS_SECONDS:
+            self._last_log = now
+            self._log()
+
+    def done(self) -> None:
+        self._log()
+
+    def _log(self) -> None:
+        logger.info("accelerate: %s invoices, %s lines read", f"{self.invoices:,}", f"{self.lines:,}")
 
 
 def next_since_date(cursor: str | None, config: AccelerateSettings) -> date:

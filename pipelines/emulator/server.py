@@ -122,8 +122,8 @@ def dumps(value: Any) -> bytes:
 def items_body(items: Iterable[dict[str, Any]]) -> bytes:
     """The Accelerate 200 body, {"items": [...]}, built invoice by invoice.
 
-    Encoding each invoice on its own keeps the strings compact (one emoji would otherwise widen the whole
-    150 MB document to four bytes a character) and the memory bounded.
+    Encoding each invoice on its own keeps the strings compact (one emoji would otherwise widen a whole
+    100,000-invoice document to four bytes a character) and the memory bounded.
     """
     return b'{"items":[' + b",".join([dumps(item) for item in items]) + b"]}"
 
@@ -192,7 +192,7 @@ class EmulatorServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and cut open keep-alive connections, so no client keeps talking to a stopped server."""
+        """Stop serving and cut open keep-alive connections: no client goes on talking to a stopped server."""
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -329,8 +329,7 @@ class EmulatorServer:
         fault = self._take_fault(api)
         if self.faults.latency_s > 0:
             self._stopping.wait(self.faults.latency_s)
-        if fault in STATUS_FAULTS:
-            assert fault is not None
+        if fault is not None and fault in STATUS_FAULTS:
             headers = (("Retry-After", str(math.ceil(self.faults.retry_after_s))),) if fault == "429" else ()
             handler.send(_Response(int(fault), _error_body(api, FAULT_MESSAGES[fault]), headers=headers))
             return

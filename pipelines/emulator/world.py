@@ -573,9 +573,9 @@ class World:
         raised = created[:10]
         sent = sales and random_() < 0.9
         purchase_bank = not sales and random_() < 0.8
-        transaction_type = (
-            "Credit Note" if credit_of else TRANSACTION_TYPES[int(random_() * len(TRANSACTION_TYPES))]
-        )
+        transaction_type = TRANSACTION_TYPES[int(random_() * len(TRANSACTION_TYPES))]
+        if credit_of is not None:
+            transaction_type = "Credit Note"
         return {
             "invoice_id": invoice_id,
             "invoice_type": "Sales" if sales else "Purchase",
@@ -765,7 +765,7 @@ class World:
         current["paid_at" if status == "paid" else "cancelled_at"] = at
 
     def _move_qvalia_statuses(self, day: str, wanted: int, untouched: set[int]) -> list[str]:
-        """Move open statuses of invoices Accelerate did not touch today: sent → delivered → paid|cancelled."""
+        """Move open statuses of invoices Accelerate left alone today: sent → delivered → paid|cancelled."""
         rng = self._rng
         candidates = [
             integration_id
