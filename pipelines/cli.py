@@ -27,12 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the main job: pipeline 'invoices' (default: invoices.duckdb)")
     run.add_argument("--destination", default="duckdb", help="a dlt destination name (default: duckdb)")
     run.add_argument("--dataset", default="billing", help="dataset (schema) name (default: billing)")
-    run.add_argument("--only", choices=["accelerate"], help="run one source only")
+    run.add_argument("--only", choices=["accelerate", "qvalia"], help="run one source only")
     run.add_argument(
         "--full-refresh",
         action="store_true",
         help="drop the tables and cursor of the sources run, reload all",
     )
+
+    orders = commands.add_parser(
+        "create-from-order", help="Qvalia Create from Order for each id, at most once per id"
+    )
+    orders.add_argument("ids", nargs="+", metavar="ID", help="incoming order ids (Qvalia integration ids)")
+    orders.add_argument("--send-method", required=True, help="how Qvalia sends the invoice, e.g. peppol")
+    orders.add_argument(
+        "--destination", default="duckdb", help="where invoice_from_order lives (default: duckdb)"
+    )
+    orders.add_argument("--dataset", default="billing", help="dataset (schema) name (default: billing)")
 
     demo = commands.add_parser("demo", help="run the whole job against the bundled emulator (no network)")
     demo.add_argument("--days", type=int, default=2, help="business days to advance between runs (default 2)")
@@ -51,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "create-from-order":
+            return _create_from_order(args)
         if args.command == "demo":
             from pipelines.demo import run_demo
 
@@ -74,9 +86,37 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.invoices import PIPELINE_NAME, make_pipeline, run_job
 
     pipeline = make_pipeline(PIPELINE_NAME, destination=args.destination, dataset_name=args.dataset)
-    summary = run_job(pipeline, full_refresh=args.full_refresh)
+    summary = run_job(pipeline, only=args.only, full_refresh=args.full_refresh)
     for line in summary.lines():
         print(line)
+    return 0
+
+
+def _create_from_order(args: argparse.Namespace) -> int:
+    import dlt
+
+    from pipelines.invoices import PIPELINE_NAME, friendly_errors, make_pipeline
+    from pipelines.qvalia import make_client
+    from pipelines.qvalia.orders import create_invoices_from_orders
+
+    pipeline = make_pipeline(PIPELINE_NAME, destination=args.destination, dataset_name=args.dataset)
+    with friendly_errors("sources.qvalia"):
+        client = make_client(
+            api_key=dlt.secrets["sources.qvalia.api_key"],
+            account_reg_no=dlt.config.get("sources.qvalia.account_reg_no"),
+            environment=dlt.config.get("sources.qvalia.environment"),
+            base_url=dlt.config.get("sources.qvalia.base_url"),
+        )
+    try:
+        outcomes = create_invoices_from_orders(pipeline, client, args.ids, args.send_method)
+    finally:
+        client.close()
+    for outcome in outcomes:
+        print(outcome.line())
+    failed = [outcome for outcome in outcomes if outcome.result == "failed"]
+    if failed:
+        print(f"error: {len(failed)} of {len(outcomes)} orders failed (see above)", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -19,6 +19,7 @@ import duckdb
 from pipelines.accelerate import accelerate_source
 from pipelines.emulator import EmulatorServer, World
 from pipelines.invoices import DEFAULT_DATASET, duckdb_destination, make_pipeline, run_job
+from pipelines.qvalia import qvalia_source
 
 DEMO_PIPELINE = "invoices_demo"
 DEMO_DATABASE = "invoices_demo.duckdb"
@@ -48,6 +49,23 @@ FROM {DEFAULT_DATASET}.invoice AS i GROUP BY ALL ORDER BY ALL
 """
 
 
+STATUS_BY_METHOD = f"""
+SELECT send_method, status, count(*) AS invoices
+FROM {DEFAULT_DATASET}.invoice_status GROUP BY ALL ORDER BY send_method, invoices DESC
+"""
+
+STATUS_HISTORY = f"""
+WITH moved AS (
+  SELECT integration_id FROM {DEFAULT_DATASET}.invoice_status_history
+  GROUP BY ALL HAVING count(*) > 1 ORDER BY integration_id LIMIT 3
+)
+SELECT h.integration_id, h.status, strftime(h.first_seen_at, '%Y-%m-%d %H:%M') AS first_seen_utc,
+       strftime(h.sent_at, '%Y-%m-%d') AS sent, strftime(h.paid_at, '%Y-%m-%d') AS paid
+FROM {DEFAULT_DATASET}.invoice_status_history AS h JOIN moved USING (integration_id)
+ORDER BY h.integration_id, h.first_seen_at
+"""
+
+
 def run_demo(days: int = 2, invoices: int = 800, out: Callable[[str], None] = print) -> Path:
     """Load, advance `days` business days one at a time, load after each, then show two queries."""
     started = time.monotonic()
@@ -64,14 +82,25 @@ def run_demo(days: int = 2, invoices: int = 800, out: Callable[[str], None] = pr
                 out(f"\nbusiness day {world.today}: {changes.describe()}")
             else:
                 out(f"\nfirst run (world day {world.today}): a full load")
-            source = accelerate_source(api_key=server.accelerate_api_key, base_url=server.accelerate_base_url)
-            for line in run_job(pipeline, accelerate=source).lines():
+            accelerate = accelerate_source(
+                api_key=server.accelerate_api_key, base_url=server.accelerate_base_url
+            )
+            qvalia = qvalia_source(
+                api_key=server.qvalia_api_key,
+                account_reg_no=server.account_reg_no,
+                base_url=server.qvalia_base_url,
+            )
+            for line in run_job(pipeline, accelerate=accelerate, qvalia=qvalia).lines():
                 out(line)
     with duckdb.connect(str(database), read_only=True) as connection:
         out("\ninvoices by state:")
         out(str(connection.sql(INVOICES_BY_STATE)))
         out(f"top payers by outstanding sales invoices on {world.today}:")
         out(str(connection.sql(OUTSTANDING_BY_PAYER.format(today=world.today.isoformat()))))
+        out("e-invoice statuses (Qvalia) by send method:")
+        out(str(connection.sql(STATUS_BY_METHOD)))
+        out("status history of a few invoices whose e-invoice status changed:")
+        out(str(connection.sql(STATUS_HISTORY)))
     out(f"demo finished in {time.monotonic() - started:.1f} s; open it with: duckdb {DEMO_DATABASE}")
     return database
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,28 @@ def transient_for_status(response: requests.Response, api: str) -> TransientErro
     )
 
 
+class Throttle:
+    """A pause shared by every worker of one client: a 429's Retry-After slows them all, not just the one
+    that was told, so a concurrent poller does not keep hammering an API that asked it to wait."""
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._lock = threading.Lock()
+        self._resume_at = 0.0
+        self._sleep = sleep
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+    def wait(self) -> None:
+        while True:
+            with self._lock:
+                remaining = self._resume_at - time.monotonic()
+            if remaining <= 0:
+                return
+            self._sleep(remaining)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded retries with exponential backoff and full jitter; a server's Retry-After wins when longer.
@@ -133,9 +156,12 @@ class RetryPolicy:
         what: str,
         on_retry: Callable[[TransientError, float], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        throttle: Throttle | None = None,
     ) -> T:
         """Run `operation`, retrying on `TransientError` and on requests' network errors."""
         for attempt in range(1, self.max_attempts + 1):
+            if throttle is not None:
+                throttle.wait()
             try:
                 return operation()
             except requests.Timeout:
@@ -146,10 +172,11 @@ class RetryPolicy:
                 error = transient
             if attempt == self.max_attempts:
                 raise ApiUnavailableError(
-                    f"{error.description}; gave up after {self.max_attempts} attempts. "
-                    "Nothing was loaded from this run and the cursor is unchanged: run the job again later"
+                    f"{error.description}; gave up after {self.max_attempts} attempts: run the job again later"
                 )
             wait = self.delay(attempt, error.retry_after)
+            if throttle is not None and error.retry_after:
+                throttle.pause(wait)
             if on_retry is not None:
                 on_retry(error, wait)
             sleep(wait)

@@ -23,6 +23,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from pipelines.accelerate import accelerate_source
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.errors import ConfigurationError, PipelineError
+from pipelines.qvalia import qvalia_source
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +46,37 @@ class RunSummary:
     destination: str
     dataset: str
     rows: dict[str, int] = field(default_factory=dict)
+    accelerate_ran: bool = False
     since_date: str | None = None
     cursor_before: str | None = None
     cursor_after: str | None = None
+    qvalia: dict[str, int] | None = None
+    qvalia_skipped_reason: str | None = None
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
         tables = ", ".join(f"{table} {count:,}" for table, count in sorted(self.rows.items())) or "nothing"
-        return [
+        lines = [
             f"pipeline {self.pipeline_name} -> {self.destination} dataset {self.dataset} "
             f"in {self.seconds:.1f} s",
             f"  rows loaded: {tables}",
-            f"  accelerate: asked for invoices since {self.since_date}; "
-            f"cursor {self.cursor_before or '(none)'} -> {self.cursor_after or '(none)'}",
         ]
+        if self.accelerate_ran:
+            lines.append(
+                f"  accelerate: asked for invoices since {self.since_date}; "
+                f"cursor {self.cursor_before or '(none)'} -> {self.cursor_after or '(none)'}"
+            )
+        if self.qvalia is not None:
+            q = self.qvalia
+            lines.append(
+                f"  qvalia: polled {q.get('polled', 0):,} open sales invoices "
+                f"({q.get('final_skipped', 0):,} final ones not polled): {q.get('changed', 0):,} changed, "
+                f"{q.get('unknown', 0):,} not known to Qvalia yet, {q.get('failed', 0):,} failed; "
+                f"{q.get('calls', 0):,} calls, {q.get('retries', 0):,} retries"
+            )
+        elif self.qvalia_skipped_reason:
+            lines.append(f"  qvalia: skipped ({self.qvalia_skipped_reason})")
+        return lines
 
 
 def make_pipeline(
@@ -96,31 +114,62 @@ def duckdb_destination(path: str) -> Any:
 def run_job(
     pipeline: dlt.Pipeline,
     accelerate: Any | None = None,
+    qvalia: Any | None = None,
+    only: str | None = None,
     full_refresh: bool = False,
 ) -> RunSummary:
-    """Run the given sources (the configured ones when none are given) and summarise the run."""
+    """Accelerate first, then the Qvalia statuses of what it loaded, in one pipeline. Sources not given
+    are built from the configuration; Qvalia is skipped (and said so) when none of it is configured.
+
+    A full refresh drops Accelerate's tables and cursor and reloads from start_date; for Qvalia it polls
+    every sales invoice again, final ones included, and keeps the history (which no API could rebuild).
+    """
     started = time.monotonic()
-    with friendly_errors("sources.accelerate"):
-        source = accelerate if accelerate is not None else accelerate_source()
-    before = _accelerate_state(pipeline)
-    with friendly_errors():
-        pipeline.run(source, refresh="drop_sources" if full_refresh else None)
-    after = _accelerate_state(pipeline)
-    return RunSummary(
+    summary = RunSummary(
         pipeline_name=pipeline.pipeline_name,
         destination=pipeline.destination.destination_name if pipeline.destination else "?",
         dataset=pipeline.dataset_name,
-        rows=_rows_loaded(pipeline),
-        since_date=after.get(accelerate_settings.STATE_LAST_SINCE),
-        cursor_before=None if full_refresh else before.get(accelerate_settings.STATE_CURSOR),
-        cursor_after=after.get(accelerate_settings.STATE_CURSOR),
-        seconds=time.monotonic() - started,
+    )
+    if only in (None, "accelerate"):
+        with friendly_errors("sources.accelerate"):
+            source = accelerate if accelerate is not None else accelerate_source()
+        before = _resource_state(pipeline, "accelerate", "invoice")
+        with friendly_errors():
+            pipeline.run(source, refresh="drop_sources" if full_refresh else None)
+        _add_rows(summary, pipeline)
+        after = _resource_state(pipeline, "accelerate", "invoice")
+        summary.accelerate_ran = True
+        summary.since_date = after.get(accelerate_settings.STATE_LAST_SINCE)
+        summary.cursor_before = None if full_refresh else before.get(accelerate_settings.STATE_CURSOR)
+        summary.cursor_after = after.get(accelerate_settings.STATE_CURSOR)
+    if only in (None, "qvalia"):
+        if qvalia is None and only is None and not qvalia_configured():
+            summary.qvalia_skipped_reason = "not configured: set sources.qvalia.api_key and account_reg_no"
+        else:
+            with friendly_errors("sources.qvalia"):
+                source = qvalia if qvalia is not None else qvalia_source(poll_final=full_refresh)
+            with friendly_errors():
+                pipeline.run(source)
+            _add_rows(summary, pipeline)
+            summary.qvalia = dict(_resource_state(pipeline, "qvalia", "invoice_status").get("last_run", {}))
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def qvalia_configured() -> bool:
+    return dlt.secrets.get("sources.qvalia.api_key") is not None or (
+        dlt.config.get("sources.qvalia.account_reg_no") is not None
     )
 
 
-def _accelerate_state(pipeline: dlt.Pipeline) -> Mapping[str, Any]:
+def _resource_state(pipeline: dlt.Pipeline, source: str, resource: str) -> Mapping[str, Any]:
     sources = pipeline.state.get("sources", {})
-    return sources.get("accelerate", {}).get("resources", {}).get("invoice", {})
+    return sources.get(source, {}).get("resources", {}).get(resource, {})
+
+
+def _add_rows(summary: RunSummary, pipeline: dlt.Pipeline) -> None:
+    for table, count in _rows_loaded(pipeline).items():
+        summary.rows[table] = summary.rows.get(table, 0) + count
 
 
 def _rows_loaded(pipeline: dlt.Pipeline) -> dict[str, int]:

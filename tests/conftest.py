@@ -17,6 +17,7 @@ import pytest
 from pipelines.accelerate import accelerate_source
 from pipelines.emulator import EmulatorServer, Faults, World
 from pipelines.invoices import RunSummary, duckdb_destination, make_pipeline, run_job
+from pipelines.qvalia import qvalia_source
 
 LONDON = ZoneInfo("Europe/London")
 TIMESTAMP_FIELDS = {"creation_date", "last_update_date"}
@@ -55,7 +56,16 @@ class Harness:
         return accelerate_source(**settings)
 
     def run(self, **settings: Any) -> RunSummary:
-        return run_job(self.pipeline, accelerate=self.source(**settings))
+        return run_job(self.pipeline, accelerate=self.source(**settings), only="accelerate")
+
+    def qvalia(self, **settings: Any) -> Any:
+        settings.setdefault("api_key", self.server.qvalia_api_key)
+        settings.setdefault("account_reg_no", self.server.account_reg_no)
+        settings.setdefault("base_url", self.server.qvalia_base_url)
+        return qvalia_source(**settings)
+
+    def run_both(self, **qvalia_settings: Any) -> RunSummary:
+        return run_job(self.pipeline, accelerate=self.source(), qvalia=self.qvalia(**qvalia_settings))
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         return query(self.database, sql)

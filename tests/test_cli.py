@@ -121,3 +121,86 @@ def test_demo_command_loads_the_demo_database(tmp_path: Path) -> None:
         invoices = connection.sql("SELECT count(*) FROM billing.invoice").fetchall()[0][0]
         lines = connection.sql("SELECT count(*) FROM billing.invoice_line").fetchall()[0][0]
     assert invoices > 0 and lines > 0
+
+
+def qvalia_env(server: EmulatorServer) -> dict[str, str]:
+    return {
+        "SOURCES__ACCELERATE__BASE_URL": server.accelerate_base_url,
+        "SOURCES__ACCELERATE__API_KEY": server.accelerate_api_key,
+        "SOURCES__QVALIA__BASE_URL": server.qvalia_base_url,
+        "SOURCES__QVALIA__API_KEY": server.qvalia_api_key,
+        "SOURCES__QVALIA__ACCOUNT_REG_NO": server.account_reg_no,
+    }
+
+
+def test_run_loads_statuses_after_invoices_and_only_runs_one_side(
+    tmp_path: Path, secret_emulator: EmulatorServer
+) -> None:
+    env = qvalia_env(secret_emulator)
+    result = cli(["run", "--only", "accelerate"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert "invoice_status" not in result.stdout
+    result = cli(["run"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert "qvalia: polled" in result.stdout and "invoice_status" in result.stdout
+
+
+def test_run_without_qvalia_settings_skips_it_and_says_so(
+    tmp_path: Path, secret_emulator: EmulatorServer
+) -> None:
+    env = {k: v for k, v in qvalia_env(secret_emulator).items() if "QVALIA" not in k}
+    result = cli(["run"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert "qvalia: skipped (not configured" in result.stdout
+    result = cli(["run", "--only", "qvalia"], tmp_path, env)
+    assert_one_line_error(result, "sources.qvalia.api_key")
+
+
+def test_create_from_order_reports_each_id_and_fails_if_any_failed(
+    tmp_path: Path, secret_emulator: EmulatorServer
+) -> None:
+    good = sorted(secret_emulator.world.orders)[:2]
+    args = ["create-from-order", good[0], "ORD-UNKNOWN", good[1], "--send-method", "peppol"]
+    result = cli(args, tmp_path, qvalia_env(secret_emulator))
+    assert result.returncode == 1
+    assert f"{good[0]}: created" in result.stdout and f"{good[1]}: created" in result.stdout
+    assert "ORD-UNKNOWN: failed" in result.stdout
+    again = cli(
+        ["create-from-order", good[0], "--send-method", "peppol"], tmp_path, qvalia_env(secret_emulator)
+    )
+    assert again.returncode == 0 and f"{good[0]}: skipped" in again.stdout
+    assert secret_emulator.world.creations[good[0]] == 1
+
+
+def test_create_from_order_killed_after_the_call_is_not_created_twice(
+    tmp_path: Path, secret_emulator: EmulatorServer
+) -> None:
+    server = secret_emulator
+    order_id = sorted(server.world.orders)[3]
+    server.faults.timeout_sleep_s = 2.0
+    command = [sys.executable, "-m", "pipelines", "create-from-order", order_id, "--send-method", "email"]
+    env = {**os.environ, "DLT_DATA_DIR": str(tmp_path / "dlt_data"), **qvalia_env(server)}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: server.calls[("qvalia", "status", order_id)] >= 1)
+    server.inject("timeout", times=1, api="qvalia")  # the create call stalls, then creates the invoice
+    _wait_for(lambda: server.calls[("qvalia", "createandsend", order_id)] >= 1)
+    process.kill()
+    process.wait(timeout=30)
+    _wait_for(lambda: server.world.creations[order_id] == 1)
+    rerun = cli(["create-from-order", order_id, "--send-method", "email"], tmp_path, qvalia_env(server))
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{order_id}: skipped" in rerun.stdout
+    assert server.world.creations[order_id] == 1
+    with duckdb.connect(str(tmp_path / "invoices.duckdb"), read_only=True) as connection:
+        rows = connection.sql("SELECT integration_id, state FROM billing.invoice_from_order").fetchall()
+    assert rows == [(order_id, "created")]
+
+
+def _wait_for(condition: object, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)

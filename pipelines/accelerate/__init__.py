@@ -96,6 +96,7 @@ class Progress:
     def __init__(self) -> None:
         self.invoices = self.lines = 0
         self._last_log: float | None = None
+        self._logged = (-1, -1)
 
     def add(self, invoices: int, lines: int) -> None:
         self.invoices += invoices
@@ -106,9 +107,11 @@ class Progress:
             self._log()
 
     def done(self) -> None:
-        self._log()
+        if self._logged != (self.invoices, self.lines):
+            self._log()
 
     def _log(self) -> None:
+        self._logged = (self.invoices, self.lines)
         logger.info("accelerate: %s invoices, %s lines read", f"{self.invoices:,}", f"{self.lines:,}")
 
 

@@ -17,7 +17,7 @@ import ijson
 import requests
 
 from pipelines.accelerate import settings
-from pipelines.errors import ApiRequestError, ApiResponseError, AuthenticationError
+from pipelines.errors import ApiRequestError, ApiResponseError, ApiUnavailableError, AuthenticationError
 from pipelines.http import RETRYABLE_STATUS, USER_AGENT, RetryPolicy, TransientError, transient_for_status
 
 logger = logging.getLogger(__name__)
@@ -42,9 +42,12 @@ class AccelerateClient:
 
     def invoices_since(self, since: date) -> Iterator[dict[str, Any]]:
         """Every invoice whose last update is on or after `since`, one dict at a time."""
-        body = self.retry.call(
-            lambda: self._download(since), f"{API} GET invoices since {since}", on_retry=self._log_retry
-        )
+        try:
+            body = self.retry.call(
+                lambda: self._download(since), f"{API} GET invoices since {since}", on_retry=self._log_retry
+            )
+        except ApiUnavailableError as error:
+            raise ApiUnavailableError(f"{error}; nothing was loaded and the cursor is unchanged") from None
         with body:
             yield from _parse_items(body)
 
