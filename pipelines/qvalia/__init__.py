@@ -31,7 +31,7 @@ from pipelines.qvalia.config import (
 )
 from pipelines.qvalia.destination import KnownStatus, open_invoices
 
-__all__ = ["QvaliaClient", "invoice_status", "make_client", "qvalia_source"]
+__all__ = ["QvaliaClient", "invoice_status", "make_client", "poll_statuses", "qvalia_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def invoice_status(
         f"{selection.final_skipped:,}",
     )
     try:
-        for integration_id, status, error in _poll(client, selection.to_poll, max_concurrency):
+        for integration_id, status, error in poll_statuses(client, selection.to_poll, max_concurrency):
             if error is not None:
                 figures["failed"] += 1
                 logger.warning("qvalia: %s (%s polled again next run)", error, integration_id)
@@ -166,7 +166,7 @@ def _changed(previous: KnownStatus | None, row: dict[str, Any]) -> bool:
     return previous is None or previous.fingerprint != row["fingerprint"]
 
 
-def _poll(
+def poll_statuses(
     client: QvaliaClient, integration_ids: list[str], max_concurrency: int
 ) -> Iterator[tuple[str, dict[str, Any] | None, ApiUnavailableError | None]]:
     """Bounded concurrent polling, results in id order. An id the API kept failing is reported, not fatal;
