@@ -105,7 +105,11 @@ def run_demo(days: int = 2, invoices: int = 800, out: Callable[[str], None] = pr
     return database
 
 
-def serve_emulator(port: int, invoices: int, seed: int, out: Callable[[str], None] = print) -> None:
+def _print_now(line: str) -> None:
+    print(line, flush=True)
+
+
+def serve_emulator(port: int, invoices: int, seed: int, out: Callable[[str], None] = _print_now) -> None:
     """Serve until interrupted, printing what a deployment needs to point at it."""
     world = World(seed=seed, invoices=invoices)
     with EmulatorServer(world, port=port) as server:

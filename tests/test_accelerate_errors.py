@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import Harness
 
 from pipelines.emulator import World
 from pipelines.errors import (
@@ -16,6 +15,8 @@ from pipelines.errors import (
     AuthenticationError,
     ConfigurationError,
 )
+
+from conftest import Harness
 
 
 @pytest.fixture(autouse=True)
@@ -120,3 +121,19 @@ def test_bad_settings_fail_before_any_request(harness: Harness, settings: dict, 
         harness.run(**settings)
     assert named in str(raised.value)
     assert harness.server.call_count(api="accelerate") == 0
+
+
+def test_random_faults_over_business_days_still_converge(harness: Harness, world: World) -> None:
+    faults = harness.server.faults
+    faults.rate_429, faults.rate_5xx, faults.rate_drop, faults.retry_after_s = 0.15, 0.15, 0.1, 0
+    for day in range(4):
+        if day:
+            world.advance_day()
+        for _attempt in range(5):  # a scheduler reruns a run that gave up
+            try:
+                harness.run()
+                break
+            except ApiUnavailableError:
+                continue
+        harness.assert_equals_world(world)
+    assert sum(harness.server.faults_served.values()) > 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from conftest import Harness
 from pipelines.emulator import World
+
+from conftest import Harness
 
 
 def test_first_load_equals_the_world(harness: Harness, world: World) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import expected_tables
 
 from pipelines.emulator import EmulatorServer, World
 
+from conftest import expected_tables
+
 SECRET_KEY = "acc-SECRET-4c1d2e3f-5a6b-7c8d"
+QVALIA_SECRET = "qv-SECRET-9a8b7c6d-5e4f"
 
 
 def cli(
@@ -45,7 +47,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 @pytest.fixture
 def secret_emulator() -> EmulatorServer:
-    with EmulatorServer(World(seed=3, invoices=60), accelerate_api_key=SECRET_KEY) as server:
+    world = World(seed=3, invoices=60)
+    with EmulatorServer(world, accelerate_api_key=SECRET_KEY, qvalia_api_key=QVALIA_SECRET) as server:
         yield server
 
 
@@ -140,9 +143,16 @@ def test_run_loads_statuses_after_invoices_and_only_runs_one_side(
     result = cli(["run", "--only", "accelerate"], tmp_path, env)
     assert result.returncode == 0, result.stderr
     assert "invoice_status" not in result.stdout
-    result = cli(["run"], tmp_path, env)
+    result = cli(["-v", "run"], tmp_path, env)
     assert result.returncode == 0, result.stderr
     assert "qvalia: polled" in result.stdout and "invoice_status" in result.stdout
+    leaks = [
+        path
+        for path in tmp_path.rglob("*")
+        if path.is_file() and any(key.encode() in path.read_bytes() for key in (SECRET_KEY, QVALIA_SECRET))
+    ]
+    assert leaks == []
+    assert QVALIA_SECRET not in result.stdout + result.stderr
 
 
 def test_run_without_qvalia_settings_skips_it_and_says_so(
@@ -204,3 +214,40 @@ def _wait_for(condition: object, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+def test_emulator_command_serves_both_apis_and_prints_where(tmp_path: Path) -> None:
+    import requests
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "emulator", "--port", "0", "--invoices", "20"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed = {}
+        for line in process.stdout:
+            if ":" in line and not line.startswith(" "):
+                key, _, value = line.partition(":")
+                printed[key.strip()] = value.strip()
+            if "Qvalia account_reg_no" in printed:
+                break
+        base_url = printed["Accelerate base_url"]
+        response = requests.get(
+            f"{base_url}/invoices/since/2000-01-01/",
+            headers={"api-key": printed["Accelerate api_key"]},
+            timeout=10,
+        )
+        assert response.status_code == 200 and len(response.json()["items"]) == 20
+        status = requests.post(
+            f"{printed['Qvalia base_url']}/account/{printed['Qvalia account_reg_no']}/action/invoice/outgoing/status/x",
+            json={},
+            headers={"Authorization": printed["Qvalia api_key"]},
+            timeout=10,
+        )
+        assert status.status_code == 404
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

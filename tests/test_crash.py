@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import assert_database_equals_world
 from pipelines.emulator import EmulatorServer, World
+
+from conftest import assert_database_equals_world
 
 
 def test_killed_run_then_rerun_ends_equal_to_the_world(tmp_path: Path) -> None:

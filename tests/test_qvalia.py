@@ -8,13 +8,14 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Harness
 
 from pipelines.emulator import World
 from pipelines.errors import AuthenticationError
 from pipelines.http import Throttle
 from pipelines.qvalia import make_client
 from pipelines.qvalia.orders import create_invoices_from_orders
+
+from conftest import Harness
 
 
 @pytest.fixture(autouse=True)
