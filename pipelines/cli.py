@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
 def _create_from_order(args: argparse.Namespace) -> int:
     import dlt
 
-    from pipelines.invoices import PIPELINE_NAME, friendly_errors, make_pipeline
+    from pipelines.invoices import PIPELINE_NAME, exclusive_run, friendly_errors, make_pipeline
     from pipelines.qvalia import make_client
     from pipelines.qvalia.orders import create_invoices_from_orders
 
@@ -108,7 +108,8 @@ def _create_from_order(args: argparse.Namespace) -> int:
             base_url=dlt.config.get("sources.qvalia.base_url"),
         )
     try:
-        outcomes = create_invoices_from_orders(pipeline, client, args.ids, args.send_method)
+        with exclusive_run(pipeline):
+            outcomes = create_invoices_from_orders(pipeline, client, args.ids, args.send_method)
     finally:
         client.close()
     for outcome in outcomes:

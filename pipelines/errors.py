@@ -27,3 +27,7 @@ class ApiUnavailableError(PipelineError):
 
 class ApiResponseError(PipelineError):
     """The API answered with a body we cannot read faithfully: nothing from it is loaded."""
+
+
+class ConcurrentRunError(PipelineError):
+    """Another run of the same pipeline holds its lock: wait for it (two runs would share one state)."""

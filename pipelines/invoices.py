@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dlt
@@ -19,10 +20,11 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
+from filelock import FileLock, Timeout
 
 from pipelines.accelerate import accelerate_source
 from pipelines.accelerate import settings as accelerate_settings
-from pipelines.errors import ConfigurationError, PipelineError
+from pipelines.errors import ConcurrentRunError, ConfigurationError, PipelineError
 from pipelines.qvalia import qvalia_source
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,26 @@ def duckdb_destination(path: str) -> Any:
     return dlt.destinations.duckdb(credentials)
 
 
+@contextmanager
+def exclusive_run(pipeline: dlt.Pipeline) -> Iterator[None]:
+    """One run at a time per pipeline working folder: two would write the same state and load packages.
+    The lock is an OS file lock, released by the OS even when a run is killed, so it never goes stale."""
+    path = Path(pipeline.pipelines_dir) / f"{pipeline.pipeline_name}.run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConcurrentRunError(
+            f"another run of pipeline {pipeline.pipeline_name!r} is in progress (it holds {path}): "
+            "wait for it to finish, or make your scheduler run one at a time"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def run_job(
     pipeline: dlt.Pipeline,
     accelerate: Any | None = None,
@@ -124,6 +146,13 @@ def run_job(
     A full refresh drops Accelerate's tables and cursor and reloads from start_date; for Qvalia it polls
     every sales invoice again, final ones included, and keeps the history (which no API could rebuild).
     """
+    with exclusive_run(pipeline):
+        return _run_sources(pipeline, accelerate, qvalia, only, full_refresh)
+
+
+def _run_sources(
+    pipeline: dlt.Pipeline, accelerate: Any | None, qvalia: Any | None, only: str | None, full_refresh: bool
+) -> RunSummary:
     started = time.monotonic()
     summary = RunSummary(
         pipeline_name=pipeline.pipeline_name,

@@ -251,3 +251,27 @@ def test_emulator_command_serves_both_apis_and_prints_where(tmp_path: Path) -> N
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_second_run_at_the_same_time_refuses_and_the_first_ends_correct(
+    tmp_path: Path, secret_emulator: EmulatorServer
+) -> None:
+    from conftest import assert_database_equals_world
+
+    server = secret_emulator
+    server.faults.latency_s = 2.0
+    env = {**os.environ, "DLT_DATA_DIR": str(tmp_path / "dlt_data")}
+    env.update({k: v for k, v in qvalia_env(server).items() if "QVALIA" not in k})
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _wait_for(lambda: server.call_count(api="accelerate") >= 1)
+    second = cli(["run"], tmp_path, {k: v for k, v in env.items() if k.startswith("SOURCES__")})
+    assert_one_line_error(second, "another run of pipeline 'invoices' is in progress")
+    assert first.wait(timeout=120) == 0
+    server.faults.latency_s = 0
+    assert_database_equals_world(tmp_path / "invoices.duckdb", server.world)

@@ -25,3 +25,17 @@ def test_quickstart_is_two_commands_demo_first() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert quickstart()[1] in ci
+
+
+def test_the_demo_command_is_the_installed_console_script() -> None:
+    import shutil
+    import sys
+
+    demo = quickstart()[0].split("&&")
+    assert demo[0].strip() == "python3 -m venv .venv"
+    assert demo[1].strip().startswith(".venv/bin/pip install") and demo[1].strip().endswith(" -e .")
+    assert demo[2].strip() == ".venv/bin/invoice-pipelines demo"
+    script = Path(sys.executable).parent / "invoice-pipelines"
+    assert script.exists() or shutil.which("invoice-pipelines"), (
+        "pip install -e . must install the console script"
+    )
