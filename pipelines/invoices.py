@@ -242,11 +242,8 @@ def _find(error: BaseException, kind: type) -> Any:
 
 
 def _missing_setting(missing: ConfigFieldMissingException, section: str | None) -> ConfigurationError:
-    names = ", ".join(f"{section}.{name}" if section else name for name in missing.fields)
-    env = ", ".join(
-        ("__".join(section.split(".")).upper() + "__" + name.upper()) if section else name.upper()
-        for name in missing.fields
-    )
+    keys = [name if "." in name or not section else f"{section}.{name}" for name in missing.fields]
+    env = ", ".join(key.replace(".", "__").upper() for key in keys)
     return ConfigurationError(
-        f"{names} is not set: put it in .dlt/secrets.toml (see .dlt/secrets.toml.example) or set {env}"
+        f"{', '.join(keys)} is not set: put it in .dlt/secrets.toml (see .dlt/secrets.toml.example) or set {env}"
     )

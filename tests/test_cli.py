@@ -57,6 +57,11 @@ def test_missing_api_key_is_one_clear_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "sources.accelerate.api_key", "SOURCES__ACCELERATE__API_KEY")
 
 
+def test_create_from_order_without_qvalia_key_is_one_clear_line(tmp_path: Path) -> None:
+    result = cli(["create-from-order", "ORD-1", "--send-method", "peppol"], tmp_path)
+    assert_one_line_error(result, "sources.qvalia.api_key is not set", "SOURCES__QVALIA__API_KEY")
+
+
 def test_missing_subdomain_is_one_clear_line(tmp_path: Path) -> None:
     result = cli(["run"], tmp_path, {"SOURCES__ACCELERATE__API_KEY": SECRET_KEY})
     assert_one_line_error(result, "sources.accelerate.subdomain")

@@ -64,6 +64,11 @@ class BatchConverter:
                 line_invoice_ids.append(invoice_id)
                 line_positions.append(position)
         invoice_table = self._table("invoice", invoices, INVOICE_FIELDS, {})
+        if invoice_table["invoice_id"].null_count:
+            raise ApiResponseError(
+                "Accelerate sent an invoice without invoice_id, which is the key of every row; "
+                "nothing was loaded from this run"
+            )
         line_extra = {
             "invoice_id": line_invoice_ids + tombstones,
             "line_position": line_positions + [0] * len(tombstones),
