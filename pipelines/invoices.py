@@ -1,8 +1,9 @@
-"""The job: one dlt pipeline that loads Accelerate invoices, and a summary of what each run loaded.
+"""The job: one dlt pipeline that loads Accelerate invoices and then their Qvalia statuses, one run at a
+time, and a summary of what each run loaded.
 
-The command line, the demo, the Airflow DAG and the tests all run the job through `run_job`, so they
-share its behaviour: pending packages from a crashed run are finished first (dlt does this in `run`),
-and the cursor is read back from the state that the load committed.
+The command line, the demo and the tests all run the job through `run_job`, so they share its behaviour:
+pending packages from a crashed run are finished first (dlt does this in `run`), and the cursor is read
+back from the state that the load committed.
 """
 
 from __future__ import annotations
