@@ -158,6 +158,21 @@ def test_run_loads_statuses_after_invoices_and_only_runs_one_side(
     ]
     assert leaks == []
     assert QVALIA_SECRET not in result.stdout + result.stderr
+    dlt_cli = str(Path(sys.executable).parent / "dlt")
+    clean = {**os.environ, "DLT_DATA_DIR": str(tmp_path / "dlt_data")}
+    info = subprocess.run(
+        [dlt_cli, "pipeline", "invoices", "info"], cwd=tmp_path, env=clean, capture_output=True, text=True
+    )
+    assert info.returncode == 0 and "dataset_name: billing" in info.stdout, info.stderr
+    trace = subprocess.run(
+        [dlt_cli, "pipeline", "-v", "invoices", "trace"],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+    )
+    assert trace.returncode == 0 and "`sources.qvalia.api_key` = <secret>" in trace.stdout, trace.stderr
+    assert SECRET_KEY not in trace.stdout and QVALIA_SECRET not in trace.stdout
 
 
 def test_run_without_qvalia_settings_skips_it_and_says_so(
