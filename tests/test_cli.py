@@ -85,6 +85,16 @@ def test_malformed_settings_are_one_clear_line(tmp_path: Path, env: dict[str, st
     assert SECRET_KEY not in result.stderr + result.stdout
 
 
+def test_unknown_qvalia_environment_is_one_clear_line(tmp_path: Path) -> None:
+    env = {
+        "SOURCES__QVALIA__API_KEY": "k",
+        "SOURCES__QVALIA__ACCOUNT_REG_NO": "1",
+        "SOURCES__QVALIA__ENVIRONMENT": "staging",
+    }
+    result = cli(["run", "--only", "qvalia"], tmp_path, env)
+    assert_one_line_error(result, "sources.qvalia.environment must be one of production, qa")
+
+
 def test_unknown_destination_is_one_clear_line(tmp_path: Path) -> None:
     result = cli(["run", "--destination", "nosuchwarehouse"], tmp_path, {"SOURCES__ACCELERATE__API_KEY": "k"})
     assert_one_line_error(result, "unknown destination 'nosuchwarehouse'")
