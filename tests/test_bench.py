@@ -34,3 +34,8 @@ def test_statuses_benchmark_runs_with_429s() -> None:
         "statuses.py", "--ids", "30", "--latency", "0.01", "--concurrency", "1", "4", "--rate-429", "0.1"
     )
     assert "speed-up of the last row over sequential" in output
+
+
+def test_incremental_benchmark_runs() -> None:
+    output = run_bench("incremental.py", "--invoices", "300")
+    assert "nothing changed" in output and "after a day changing" in output
