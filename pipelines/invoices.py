@@ -155,6 +155,7 @@ def _run_sources(
     pipeline: dlt.Pipeline, accelerate: Any | None, qvalia: Any | None, only: str | None, full_refresh: bool
 ) -> RunSummary:
     started = time.monotonic()
+    _refuse_destinations_that_cannot_merge(pipeline)
     summary = RunSummary(
         pipeline_name=pipeline.pipeline_name,
         destination=pipeline.destination.destination_name if pipeline.destination else "?",
@@ -184,6 +185,18 @@ def _run_sources(
             summary.qvalia = dict(_resource_state(pipeline, "qvalia", "invoice_status").get("last_run", {}))
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _refuse_destinations_that_cannot_merge(pipeline: dlt.Pipeline) -> None:
+    """dlt's filesystem destination writes plain parquet by default and turns every merge into an append:
+    tables would fill with every version of every invoice and removed lines would stay. Refuse, rather than
+    load wrong tables, until the delta table format is wired up for it."""
+    destination = pipeline.destination
+    if destination is not None and destination.destination_type.endswith(".filesystem"):
+        raise ConfigurationError(
+            "the filesystem destination cannot merge plain parquet files (each run would append every "
+            "invoice version again): load into DuckDB, MotherDuck, Postgres or a warehouse for now"
+        )
 
 
 def qvalia_configured() -> bool:
