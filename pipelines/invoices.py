@@ -165,8 +165,7 @@ def _run_sources(
         with friendly_errors("sources.accelerate"):
             source = accelerate if accelerate is not None else accelerate_source()
         before = _resource_state(pipeline, "accelerate", "invoice")
-        with friendly_errors():
-            pipeline.run(source, refresh="drop_sources" if full_refresh else None)
+        run_source(pipeline, source, refresh="drop_sources" if full_refresh else None)
         _add_rows(summary, pipeline)
         after = _resource_state(pipeline, "accelerate", "invoice")
         summary.accelerate_ran = True
@@ -179,12 +178,26 @@ def _run_sources(
         else:
             with friendly_errors("sources.qvalia"):
                 source = qvalia if qvalia is not None else qvalia_source(poll_final=full_refresh)
-            with friendly_errors():
-                pipeline.run(source)
+            run_source(pipeline, source)
             _add_rows(summary, pipeline)
             summary.qvalia = dict(_resource_state(pipeline, "qvalia", "invoice_status").get("last_run", {}))
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def run_source(pipeline: dlt.Pipeline, source: Any, refresh: str | None = None) -> None:
+    """`pipeline.run`, after finishing what an interrupted run left behind. Given pending packages, dlt's
+    `run` loads only those and silently drops the data it was handed ("will not be extracted"): a rerun
+    after a crash in normalize or load would then load nothing new, and a create-from-order record would
+    be lost. So pending packages are normalized and loaded first, then the source runs."""
+    with friendly_errors():
+        if pipeline.has_pending_data:
+            logger.warning(
+                "finishing the load packages of an interrupted run of %s first", pipeline.pipeline_name
+            )
+            pipeline.normalize()
+            pipeline.load()
+        pipeline.run(source, refresh=refresh)
 
 
 def _refuse_destinations_that_cannot_merge(pipeline: dlt.Pipeline) -> None:

@@ -6,11 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from pipelines.emulator import EmulatorServer, World
 
-from conftest import assert_database_equals_world
+from conftest import assert_database_equals_world, query
 
 
 def test_killed_run_then_rerun_ends_equal_to_the_world(tmp_path: Path) -> None:
@@ -37,4 +40,77 @@ def test_killed_run_then_rerun_ends_equal_to_the_world(tmp_path: Path) -> None:
         world.advance_day()
         second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stderr
+        assert_database_equals_world(tmp_path / "invoices.duckdb", world)
+
+
+@pytest.mark.parametrize("step", ["normalize", "load"])
+def test_killed_at_normalize_or_load_then_rerun_ends_equal_to_the_world(tmp_path: Path, step: str) -> None:
+    world = World(seed=6, invoices=400)
+    with EmulatorServer(world) as server:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "RUNTIME__"))},
+            "DLT_DATA_DIR": str(tmp_path / "dlt_data"),
+            "SOURCES__ACCELERATE__BASE_URL": server.accelerate_base_url,
+            "SOURCES__ACCELERATE__API_KEY": server.accelerate_api_key,
+        }
+        command = [sys.executable, "-m", "pipelines", "run", "--only", "accelerate"]
+        assert (
+            subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=120).returncode == 0
+        )
+        world.advance_day()
+        marker = tmp_path / "paused"
+        driver = Path(__file__).with_name("pause_at_step.py")
+        paused = subprocess.Popen([sys.executable, str(driver), step, str(marker)], cwd=tmp_path, env=env)
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert paused.poll() is None and time.monotonic() < deadline, "the run never reached the step"
+            time.sleep(0.05)
+        os.kill(paused.pid, signal.SIGKILL)
+        paused.wait(timeout=60)
+
+        world.advance_day()
+        rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        assert_database_equals_world(tmp_path / "invoices.duckdb", world)
+
+
+def test_create_from_order_after_an_interrupted_run_still_records_the_order(tmp_path: Path) -> None:
+    world = World(seed=8, invoices=100)
+    with EmulatorServer(world) as server:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "RUNTIME__"))},
+            "DLT_DATA_DIR": str(tmp_path / "dlt_data"),
+            "SOURCES__ACCELERATE__BASE_URL": server.accelerate_base_url,
+            "SOURCES__ACCELERATE__API_KEY": server.accelerate_api_key,
+            "SOURCES__QVALIA__BASE_URL": server.qvalia_base_url,
+            "SOURCES__QVALIA__API_KEY": server.qvalia_api_key,
+            "SOURCES__QVALIA__ACCOUNT_REG_NO": server.account_reg_no,
+        }
+        marker = tmp_path / "paused"
+        driver = Path(__file__).with_name("pause_at_step.py")
+        paused = subprocess.Popen([sys.executable, str(driver), "load", str(marker)], cwd=tmp_path, env=env)
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert paused.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(paused.pid, signal.SIGKILL)
+        paused.wait(timeout=60)
+
+        order_id = sorted(world.orders)[0]
+        command = [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "create-from-order",
+            order_id,
+            "--send-method",
+            "peppol",
+        ]
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        recorded = query(
+            tmp_path / "invoices.duckdb", "SELECT integration_id, state FROM billing.invoice_from_order"
+        )
+        assert recorded == [(order_id, "created")]
+        assert world.creations[order_id] == 1
         assert_database_equals_world(tmp_path / "invoices.duckdb", world)

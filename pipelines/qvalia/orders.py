@@ -157,8 +157,7 @@ def _json(value: Any) -> str:
 
 
 def _load(pipeline: dlt.Pipeline, rows: list[dict[str, Any]]) -> None:
-    from pipelines.invoices import friendly_errors
+    from pipelines.invoices import run_source
 
-    with friendly_errors():
-        pipeline.run(qvalia_orders_source(rows))
+    run_source(pipeline, qvalia_orders_source(rows))
     logger.info("invoice_from_order: %s rows recorded", len(rows))
