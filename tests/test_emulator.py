@@ -588,3 +588,13 @@ def test_stop_cuts_keep_alive_connections(world: World) -> None:
     with pytest.raises(requests.exceptions.ConnectionError):
         session.get(url, headers={"api-key": server.accelerate_api_key}, timeout=5)
     assert server.errors == []
+
+
+def test_strings_holding_nul_do_not_confuse_the_decimal_encoding() -> None:
+    import json as json_module
+    from decimal import Decimal as D
+
+    from pipelines.emulator.server import dumps
+
+    value = {"amount": D("12.30"), "text": "a\x00b\x00", "nested": [D("-0.00"), "\x00"]}
+    assert json_module.loads(dumps(value), parse_float=D) == value

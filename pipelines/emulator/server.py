@@ -17,6 +17,7 @@ import socketserver
 import sys
 import threading
 import traceback
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -99,10 +100,17 @@ class _Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+# Brackets a Decimal's digits so they can be unquoted after encoding. A random token per process, so no
+# real string (even one holding NUL, which generated and property-tested data may) can look the same.
+_MARK = "\x00" + uuid.uuid4().hex
+_OPEN = '"\\u0000' + _MARK[1:] + ":"
+_CLOSE = ":\\u0000" + _MARK[1:] + '"'
+
+
 def _json_default(value: object) -> str:
     """Mark a Decimal so its digits can be unquoted after encoding: JSON numbers with their exact scale."""
     if isinstance(value, Decimal) and value.is_finite():
-        return "\x00" + str(value) + "\x00"  # str(): an f-string would go through the slow __format__
+        return _MARK + ":" + str(value) + ":" + _MARK  # str(): an f-string would go through __format__
     raise TypeError(f"the emulator cannot serve {type(value).__name__} {value!r} as JSON")
 
 
@@ -112,10 +120,10 @@ _encode = json.JSONEncoder(
 
 
 def dumps(value: Any) -> bytes:
-    """UTF-8 JSON with Decimals as numbers (123.40 stays 123.40); real strings never hold NUL here."""
+    """UTF-8 JSON with Decimals as numbers (123.40 stays 123.40)."""
     text = _encode(value)
-    if "\\u0000" in text:
-        text = text.replace('"\\u0000', "").replace('\\u0000"', "")
+    if _OPEN in text:
+        text = text.replace(_OPEN, "").replace(_CLOSE, "")
     return text.encode("utf-8")
 
 
