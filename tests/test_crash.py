@@ -16,15 +16,41 @@ from pipelines.emulator import EmulatorServer, World
 from conftest import assert_database_equals_world, query
 
 
+def job_env(folder: Path, server: EmulatorServer, qvalia: bool = False) -> dict[str, str]:
+    """The environment of a scheduled run against the emulator, with dlt's state in `folder`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "RUNTIME__"))}
+    env.update(
+        DLT_DATA_DIR=str(folder / "dlt_data"),
+        SOURCES__ACCELERATE__BASE_URL=server.accelerate_base_url,
+        SOURCES__ACCELERATE__API_KEY=server.accelerate_api_key,
+    )
+    if qvalia:
+        env.update(
+            SOURCES__QVALIA__BASE_URL=server.qvalia_base_url,
+            SOURCES__QVALIA__API_KEY=server.qvalia_api_key,
+            SOURCES__QVALIA__ACCOUNT_REG_NO=server.account_reg_no,
+        )
+    return env
+
+
+def kill_at_start_of(step: str, folder: Path, env: dict[str, str]) -> None:
+    """Run `invoice-pipelines run --only accelerate` until dlt's `step` starts, then SIGKILL it there."""
+    marker = folder / "paused"
+    driver = Path(__file__).with_name("pause_at_step.py")
+    paused = subprocess.Popen([sys.executable, str(driver), step, str(marker)], cwd=folder, env=env)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert paused.poll() is None and time.monotonic() < deadline, "the run never reached the step"
+        time.sleep(0.05)
+    os.kill(paused.pid, signal.SIGKILL)
+    paused.wait(timeout=60)
+    marker.unlink()
+
+
 def test_killed_run_then_rerun_ends_equal_to_the_world(tmp_path: Path) -> None:
     world = World(seed=5, invoices=25_000, lines_per_invoice=2)
     with EmulatorServer(world) as server:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "RUNTIME__"))},
-            "DLT_DATA_DIR": str(tmp_path / "dlt_data"),
-            "SOURCES__ACCELERATE__BASE_URL": server.accelerate_base_url,
-            "SOURCES__ACCELERATE__API_KEY": server.accelerate_api_key,
-        }
+        env = job_env(tmp_path, server)
         command = [sys.executable, "-m", "pipelines", "run"]
         first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
         seen = []
@@ -47,26 +73,13 @@ def test_killed_run_then_rerun_ends_equal_to_the_world(tmp_path: Path) -> None:
 def test_killed_at_normalize_or_load_then_rerun_ends_equal_to_the_world(tmp_path: Path, step: str) -> None:
     world = World(seed=6, invoices=400)
     with EmulatorServer(world) as server:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "RUNTIME__"))},
-            "DLT_DATA_DIR": str(tmp_path / "dlt_data"),
-            "SOURCES__ACCELERATE__BASE_URL": server.accelerate_base_url,
-            "SOURCES__ACCELERATE__API_KEY": server.accelerate_api_key,
-        }
+        env = job_env(tmp_path, server)
         command = [sys.executable, "-m", "pipelines", "run", "--only", "accelerate"]
         assert (
             subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=120).returncode == 0
         )
         world.advance_day()
-        marker = tmp_path / "paused"
-        driver = Path(__file__).with_name("pause_at_step.py")
-        paused = subprocess.Popen([sys.executable, str(driver), step, str(marker)], cwd=tmp_path, env=env)
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert paused.poll() is None and time.monotonic() < deadline, "the run never reached the step"
-            time.sleep(0.05)
-        os.kill(paused.pid, signal.SIGKILL)
-        paused.wait(timeout=60)
+        kill_at_start_of(step, tmp_path, env)
 
         world.advance_day()
         rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -77,24 +90,8 @@ def test_killed_at_normalize_or_load_then_rerun_ends_equal_to_the_world(tmp_path
 def test_create_from_order_after_an_interrupted_run_still_records_the_order(tmp_path: Path) -> None:
     world = World(seed=8, invoices=100)
     with EmulatorServer(world) as server:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "RUNTIME__"))},
-            "DLT_DATA_DIR": str(tmp_path / "dlt_data"),
-            "SOURCES__ACCELERATE__BASE_URL": server.accelerate_base_url,
-            "SOURCES__ACCELERATE__API_KEY": server.accelerate_api_key,
-            "SOURCES__QVALIA__BASE_URL": server.qvalia_base_url,
-            "SOURCES__QVALIA__API_KEY": server.qvalia_api_key,
-            "SOURCES__QVALIA__ACCOUNT_REG_NO": server.account_reg_no,
-        }
-        marker = tmp_path / "paused"
-        driver = Path(__file__).with_name("pause_at_step.py")
-        paused = subprocess.Popen([sys.executable, str(driver), "load", str(marker)], cwd=tmp_path, env=env)
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert paused.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        os.kill(paused.pid, signal.SIGKILL)
-        paused.wait(timeout=60)
+        env = job_env(tmp_path, server, qvalia=True)
+        kill_at_start_of("load", tmp_path, env)
 
         order_id = sorted(world.orders)[0]
         command = [

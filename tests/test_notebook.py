@@ -140,7 +140,6 @@ def test_committed_notebook_has_its_outputs_and_no_path_of_this_machine() -> Non
     assert all(cell.execution_count is not None for cell in code_cells)
     assert sum("<image>" in cell_text(cell) for cell in code_cells) >= 6
     assert not any(output.output_type == "error" for cell in code_cells for output in cell.outputs)
-    for machine_path in ("/work/", "/tmp/", "/home/", "/root/"):
-        assert machine_path not in text
+    assert not re.search(r"/(work|tmp|home|root)/", text), "a path of the machine that ran it"
     assert len(text.encode()) < 1_500_000
     assert json.loads(text)["metadata"]["kernelspec"]["name"] == "python3"
