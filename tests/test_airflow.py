@@ -133,7 +133,7 @@ def test_a_refused_key_fails_accelerate_with_one_line_and_qvalia_never_runs(
     with EmulatorServer(world, accelerate_api_key=ACCELERATE_KEY, qvalia_api_key=QVALIA_KEY) as server:
         wrong = "acc-SECRET-airflow-wrong-3"
         result = run_dag(tmp_path, server, accelerate_key=wrong)
-        qvalia_calls = sum(count for (api, *_), count in server.calls.items() if api == "qvalia")
+        qvalia_calls = server.call_count(api="qvalia")
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-6000:]
     assert "run state failed" in result.stdout
@@ -149,7 +149,7 @@ def test_without_qvalia_settings_the_dag_loads_invoices_and_skips_statuses(
     world = World(seed=23, invoices=30)
     with EmulatorServer(world, accelerate_api_key=ACCELERATE_KEY, qvalia_api_key=QVALIA_KEY) as server:
         result = run_dag(tmp_path, server, qvalia=False)
-        qvalia_calls = sum(count for (api, *_), count in server.calls.items() if api == "qvalia")
+        qvalia_calls = server.call_count(api="qvalia")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     assert "qvalia: skipped (not configured" in output
