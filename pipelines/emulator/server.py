@@ -71,9 +71,9 @@ HTML_PAGE = (
 class Faults:
     """Random faults, each request drawing once from its own Random(seed) so a run is reproducible.
 
-    rate_429, rate_5xx (500 or 503) and rate_drop are probabilities per request; latency_s is added to
-    every request; retry_after_s goes in the 429's Retry-After header (whole seconds, rounded up);
-    timeout_sleep_s is how long an injected "timeout" stalls before answering.
+    rate_429, rate_5xx (500 or 503), rate_drop and rate_timeout are probabilities per request; latency_s is
+    added to every request; retry_after_s goes in the 429's Retry-After header (whole seconds, rounded up);
+    timeout_sleep_s is how long a "timeout" (injected or random) stalls before answering.
     """
 
     latency_s: float = 0.0
@@ -83,6 +83,7 @@ class Faults:
     rate_drop: float = 0.0
     seed: int = 0
     timeout_sleep_s: float = 5.0
+    rate_timeout: float = 0.0
 
 
 @dataclass
@@ -288,7 +289,9 @@ class EmulatorServer:
         """Drop pending injections and switch random faults and latency off (retry_after_s etc. stay)."""
         with self._lock:
             self._injections.clear()
-            self.faults.latency_s = self.faults.rate_429 = self.faults.rate_5xx = self.faults.rate_drop = 0.0
+            faults = self.faults
+            faults.latency_s = faults.rate_429 = faults.rate_5xx = 0.0
+            faults.rate_drop = faults.rate_timeout = 0.0
 
     def _take_fault(self, api: str) -> str | None:
         with self._lock:
@@ -305,7 +308,7 @@ class EmulatorServer:
                 if faults is not self._fault_rng_source:  # a new Faults object brings its own seed
                     self._fault_rng = random.Random(faults.seed)
                     self._fault_rng_source = faults
-                if faults.rate_429 or faults.rate_5xx or faults.rate_drop:
+                if faults.rate_429 or faults.rate_5xx or faults.rate_drop or faults.rate_timeout:
                     draw = self._fault_rng.random()
                     if draw < faults.rate_429:
                         kind = "429"
@@ -313,6 +316,8 @@ class EmulatorServer:
                         kind = self._fault_rng.choice(("500", "503"))
                     elif draw < faults.rate_429 + faults.rate_5xx + faults.rate_drop:
                         kind = "drop"
+                    elif draw < faults.rate_429 + faults.rate_5xx + faults.rate_drop + faults.rate_timeout:
+                        kind = "timeout"
             if kind is not None:
                 self.faults_served[kind] += 1
             return kind
