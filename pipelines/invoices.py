@@ -8,6 +8,7 @@ back from the state that the load committed.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,8 @@ from filelock import FileLock, Timeout
 
 from pipelines.accelerate import accelerate_source
 from pipelines.accelerate import settings as accelerate_settings
+from pipelines.delta_tables import TABLE_FORMAT as DELTA_FORMAT
+from pipelines.delta_tables import writes_delta_tables
 from pipelines.errors import ConcurrentRunError, ConfigurationError, PipelineError
 from pipelines.qvalia import qvalia_source
 
@@ -155,7 +158,6 @@ def _run_sources(
     pipeline: dlt.Pipeline, accelerate: Any | None, qvalia: Any | None, only: str | None, full_refresh: bool
 ) -> RunSummary:
     started = time.monotonic()
-    _refuse_destinations_that_cannot_merge(pipeline)
     summary = RunSummary(
         pipeline_name=pipeline.pipeline_name,
         destination=pipeline.destination.destination_name if pipeline.destination else "?",
@@ -197,18 +199,20 @@ def run_source(pipeline: dlt.Pipeline, source: Any, refresh: str | None = None) 
             )
             pipeline.normalize()
             pipeline.load()
-        pipeline.run(source, refresh=refresh)
+        # dlt's filesystem destination merges only Delta (or Iceberg) tables; plain parquet files would
+        # take every invoice version again on each run and keep removed lines.
+        table_format = None
+        if writes_delta_tables(pipeline):
+            require_deltalake()
+            table_format = DELTA_FORMAT
+        pipeline.run(source, refresh=refresh, table_format=table_format)
 
 
-def _refuse_destinations_that_cannot_merge(pipeline: dlt.Pipeline) -> None:
-    """dlt's filesystem destination writes plain parquet by default and turns every merge into an append:
-    tables would fill with every version of every invoice and removed lines would stay. Refuse, rather than
-    load wrong tables, until the delta table format is wired up for it."""
-    destination = pipeline.destination
-    if destination is not None and destination.destination_type.endswith(".filesystem"):
+def require_deltalake() -> None:
+    if importlib.util.find_spec("deltalake") is None:
         raise ConfigurationError(
-            "the filesystem destination cannot merge plain parquet files (each run would append every "
-            "invoice version again): load into DuckDB, MotherDuck, Postgres or a warehouse for now"
+            "the filesystem destination writes Delta tables, which needs the deltalake package: "
+            "pip install 'invoice-pipelines[filesystem]' (or pip install 'dlt[deltalake]')"
         )
 
 

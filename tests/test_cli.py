@@ -95,16 +95,6 @@ def test_unknown_qvalia_environment_is_one_clear_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "sources.qvalia.environment must be one of production, qa")
 
 
-def test_filesystem_destination_is_refused_rather_than_loaded_wrong(tmp_path: Path) -> None:
-    env = {
-        "SOURCES__ACCELERATE__API_KEY": "k",
-        "DESTINATION__FILESYSTEM__BUCKET_URL": str(tmp_path / "files"),
-    }
-    result = cli(["run", "--destination", "filesystem"], tmp_path, env)
-    assert_one_line_error(result, "the filesystem destination cannot merge")
-    assert not (tmp_path / "files").exists()
-
-
 def test_unknown_destination_is_one_clear_line(tmp_path: Path) -> None:
     result = cli(["run", "--destination", "nosuchwarehouse"], tmp_path, {"SOURCES__ACCELERATE__API_KEY": "k"})
     assert_one_line_error(result, "unknown destination 'nosuchwarehouse'")

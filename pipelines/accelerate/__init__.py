@@ -26,6 +26,8 @@ from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
 from pipelines.accelerate.convert import BatchConverter, batched, paused_gc
 from pipelines.accelerate.schema import invoice_columns, line_columns
+from pipelines.accelerate.stale_lines import StoredLinePositions
+from pipelines.delta_tables import writes_delta_tables
 
 __all__ = ["accelerate_source", "invoice", "next_since_date"]
 
@@ -41,6 +43,14 @@ LINE_HINTS = dlt.mark.make_hints(
     write_disposition="merge",
     primary_key=["invoice_id", "line_position"],
     merge_key="invoice_id",
+    columns=line_columns(),
+)
+# Delta tables (the filesystem destination) merge by primary key only (upsert): no merge key; removed
+# lines are deleted by per-line tombstones instead (see stale_lines.py).
+DELTA_LINE_HINTS = dlt.mark.make_hints(
+    table_name="invoice_line",
+    write_disposition="merge",
+    primary_key=["invoice_id", "line_position"],
     columns=line_columns(),
 )
 
@@ -72,6 +82,13 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     converter = BatchConverter(config.timezone, state.setdefault(settings.STATE_FIELD_TYPES, {}))
     newest: datetime | None = _parse_cursor(state.get(settings.STATE_CURSOR))
     logger.info("accelerate: asking for invoices updated since %s", since)
+    pipeline = dlt.current.pipeline()
+    stored_lines = (
+        StoredLinePositions.read(pipeline, dlt.current.source_schema())
+        if writes_delta_tables(pipeline)
+        else None
+    )
+    line_hints = LINE_HINTS if stored_lines is None else DELTA_LINE_HINTS
     progress = Progress()
     with paused_gc():
         try:
@@ -79,8 +96,10 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
                 invoices, lines = converter.convert(batch)
                 newest = _later(newest, invoices)
                 progress.add(invoices.num_rows, lines.num_rows)
+                if stored_lines is not None:
+                    lines = stored_lines.with_tombstones(lines)
                 yield dlt.mark.with_hints(invoices, INVOICE_HINTS, create_table_variant=True)
-                yield dlt.mark.with_hints(lines, LINE_HINTS, create_table_variant=True)
+                yield dlt.mark.with_hints(lines, line_hints, create_table_variant=True)
         finally:
             client.close()
     progress.done()

@@ -1,6 +1,7 @@
 """What the Qvalia side reads back from the destination: which invoices are still open, what status each
 had last time, and which orders were already invoiced. Plain SQL that every dlt SQL destination speaks;
-a table that does not exist yet reads as empty."""
+a table that does not exist yet reads as empty. Delta tables (the filesystem destination) are read with
+`deltalake` and queried by an in-memory DuckDB."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dlt
+import duckdb
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
+from pipelines.delta_tables import read_delta_table, writes_delta_tables
 from pipelines.errors import ConfigurationError
 from pipelines.qvalia import settings
 
@@ -100,6 +103,8 @@ def _columns(pipeline: dlt.Pipeline, table: str) -> set[str] | None:
 
 def _query(pipeline: dlt.Pipeline, table: str, sql: str, column: str | None = None) -> list[tuple] | None:
     """Rows, or None when the table is not there yet (nothing loaded so far)."""
+    if writes_delta_tables(pipeline):
+        return _query_delta_table(pipeline, table, sql, column)
     try:
         with pipeline.sql_client() as client:
             qualified = client.make_qualified_table_name(table)
@@ -108,3 +113,18 @@ def _query(pipeline: dlt.Pipeline, table: str, sql: str, column: str | None = No
                 return [tuple(row) for row in cursor.fetchall()]
     except DatabaseUndefinedRelation:
         return None
+
+
+def _query_delta_table(
+    pipeline: dlt.Pipeline, table: str, sql: str, column: str | None
+) -> list[tuple] | None:
+    """The same SQL, run by an in-memory DuckDB over the Delta table read with `deltalake`."""
+    rows = read_delta_table(pipeline, table)
+    if rows is None:
+        return None
+    with duckdb.connect() as connection:
+        connection.register("stored", rows)
+        quoted = '"' + column.replace('"', '""') + '"' if column else None
+        return [
+            tuple(row) for row in connection.execute(sql.format(table="stored", column=quoted)).fetchall()
+        ]
