@@ -598,3 +598,37 @@ def test_strings_holding_nul_do_not_confuse_the_decimal_encoding() -> None:
 
     value = {"amount": D("12.30"), "text": "a\x00b\x00", "nested": [D("-0.00"), "\x00"]}
     assert json_module.loads(dumps(value), parse_float=D) == value
+
+
+def test_an_injected_body_is_served_byte_for_byte_then_the_world_again(
+    server: EmulatorServer, world: World
+) -> None:
+    raw = b'{"items":[{"invoice_id":1,"payer_display_name":"\xff\xfe"}]'
+    server.inject_body(raw, times=2, api="accelerate")
+    integration_id = next(iter(world.qvalia_statuses))
+    assert status(server, integration_id).status_code == 200, "the other API is not touched"
+    for _ in range(2):
+        served = since(server, "2024-10-20")
+        assert served.status_code == 200 and served.content == raw
+        assert served.headers["Content-Type"] == emulator_server.JSON_TYPE
+    assert items(since(server, "2024-10-20")) == world.invoices_since(dt.date(2024, 10, 20))
+    assert server.faults_served["body"] == 2
+
+
+def test_an_injected_body_takes_its_status_and_content_type(server: EmulatorServer, world: World) -> None:
+    integration_id = next(iter(world.qvalia_statuses))
+    server.inject_body(
+        b"<html>gateway</html>", status=502, content_type="text/html", api="qvalia", headers={"X-Proxy": "1"}
+    )
+    served = status(server, integration_id)
+    assert (served.status_code, served.headers["Content-Type"], served.content) == (
+        502,
+        "text/html",
+        b"<html>gateway</html>",
+    )
+    assert served.headers["X-Proxy"] == "1"
+    assert status(server, integration_id).json()["status"] == "success"
+    with pytest.raises(ValueError):
+        server.inject_body(b"{}", status=42)
+    with pytest.raises(TypeError):
+        server.inject_body("{}")  # type: ignore[arg-type]

@@ -91,6 +91,7 @@ class _Injection:
     kind: str
     times: int
     api: str | None
+    response: _Response | None = None  # the "body" kind's fixed answer
 
 
 @dataclass
@@ -285,6 +286,31 @@ class EmulatorServer:
         with self._lock:
             self._injections.append(_Injection(kind, times, api))
 
+    def inject_body(
+        self,
+        body: bytes,
+        status: int = 200,
+        content_type: str = JSON_TYPE,
+        times: int = 1,
+        api: Api | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Make the next `times` requests to `api` (or to either) answer `status` with exactly `body` as
+        `content_type` (and any extra `headers`), instead of what the world says: bodies no world would
+        serve (invalid UTF-8, an HTML page as JSON, the wrong shape, a truncated document). Served before
+        any random fault, in order with `inject`, and counted in `faults_served` as "body"."""
+        if not isinstance(body, bytes):
+            raise TypeError("body must be bytes: it is sent exactly as given")
+        if not 100 <= status <= 599:
+            raise ValueError(f"status must be an HTTP status code, got {status}")
+        if api is not None and api not in APIS:
+            raise ValueError(f"unknown api {api!r}; 'accelerate', 'qvalia' or None")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._lock:
+            response = _Response(status, body, content_type, tuple((headers or {}).items()))
+            self._injections.append(_Injection("body", times, api, response))
+
     def reset_faults(self) -> None:
         """Drop pending injections and switch random faults and latency off (retry_after_s etc. stay)."""
         with self._lock:
@@ -293,12 +319,13 @@ class EmulatorServer:
             faults.latency_s = faults.rate_429 = faults.rate_5xx = 0.0
             faults.rate_drop = faults.rate_timeout = 0.0
 
-    def _take_fault(self, api: str) -> str | None:
+    def _take_fault(self, api: str) -> tuple[str | None, _Response | None]:
+        """The fault this request gets, if any, and the fixed answer of an injected body."""
         with self._lock:
-            kind = None
+            kind = response = None
             for injection in self._injections:
                 if injection.api in (None, api):
-                    kind = injection.kind
+                    kind, response = injection.kind, injection.response
                     injection.times -= 1
                     if injection.times == 0:
                         self._injections.remove(injection)
@@ -320,7 +347,7 @@ class EmulatorServer:
                         kind = "timeout"
             if kind is not None:
                 self.faults_served[kind] += 1
-            return kind
+            return kind, response
 
     # ---- requests --------------------------------------------------------------------------------------
 
@@ -339,9 +366,12 @@ class EmulatorServer:
         if api == "unknown":
             handler.send(_Response(404, _error_body("accelerate", "Not found")))
             return
-        fault = self._take_fault(api)
+        fault, injected = self._take_fault(api)
         if self.faults.latency_s > 0:
             self._stopping.wait(self.faults.latency_s)
+        if injected is not None:
+            handler.send(injected)
+            return
         if fault is not None and fault in STATUS_FAULTS:
             headers = (("Retry-After", str(math.ceil(self.faults.retry_after_s))),) if fault == "429" else ()
             handler.send(_Response(int(fault), _error_body(api, FAULT_MESSAGES[fault]), headers=headers))
