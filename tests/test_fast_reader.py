@@ -1,0 +1,171 @@
+"""The fast reader (byte-level item splitter plus arrow's JSON reader) against the general one (ijson or
+json, then dicts to columns): where the fast one answers, its answer is the general one's, exactly; where
+it cannot be sure, it says so and the batch goes the general way."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines.accelerate.arrow_json import parse_item, read_items
+from pipelines.accelerate.convert import BatchConverter
+from pipelines.accelerate.splitter import find_items, read_batches
+from pipelines.emulator import World
+from pipelines.emulator.server import dumps, items_body
+
+ZONE = "Europe/London"
+
+
+def spans_of(body: bytes, chunk_bytes: int = 64) -> list[bytes] | None:
+    spans = find_items(io.BytesIO(body), chunk_bytes=chunk_bytes)
+    if spans is None:
+        return None
+    stream = io.BytesIO(body)
+    return [item for batch in read_batches(stream, spans, 3) for item in batch]
+
+
+text = st.text(alphabet=st.sampled_from(list('ab{}[]",:\\ \u00e9\u4e2d\U0001f600\n\t')), max_size=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=st.lists(st.dictionaries(text, json_values, max_size=4), max_size=6),
+    chunk=st.sampled_from([7, 64, 1 << 20]),
+    indent=st.sampled_from([None, 1]),
+)
+def test_each_span_is_exactly_one_item(items: list[dict[str, Any]], chunk: int, indent: int | None) -> None:
+    body = json.dumps({"items": items}, ensure_ascii=False, indent=indent).encode()
+    found = spans_of(body, chunk)
+    assert found is not None
+    assert [json.loads(item) for item in found] == items
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"a":1}]',
+        b'{"items":null}',
+        b'{"count":1,"items":[{"a":1}]}',
+        b'{"items":[{"a":1}],"next":null}',
+        b'{"items":[{"a":1},]}',
+        b'{"items":[{"a":1}',
+        b'{"items":[{"a":1},[1]]}',
+        b'{"items":[{"a":1},2]}',
+        b'{"items":[{"a":1}]}}',
+        b'{"items":[{"a":1}]} x',
+        b"<html><body>Service unavailable</body></html>",
+        b"",
+    ],
+)
+def test_other_outlines_are_left_to_the_general_parser(body: bytes) -> None:
+    assert spans_of(body) is None
+
+
+def test_an_empty_items_array_has_no_spans() -> None:
+    assert spans_of(b' { "items" : [ ] } \n') == []
+
+
+def general_way(items: list[bytes], field_types: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
+    return BatchConverter(ZONE, field_types).convert([parse_item(raw) for raw in items])  # type: ignore[misc]
+
+
+def rows(table: pa.Table) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
+
+
+def assert_same_tables(fast: tuple[pa.Table, pa.Table], general: tuple[pa.Table, pa.Table]) -> None:
+    for mine, theirs in zip(fast, general, strict=True):
+        assert rows(mine) == rows(theirs)
+        for name in theirs.column_names:
+            assert mine.schema.field(name).type == theirs.schema.field(name).type, name
+
+
+def world_items(count: int = 300) -> list[bytes]:
+    world = World(seed=3, invoices=count)
+    for _ in range(3):
+        world.advance_day()
+    body = items_body(world.invoices_since(dt.date(2000, 1, 1)))
+    found = spans_of(body, 1 << 16)
+    assert found is not None and len(found) == len(world.invoices)
+    return found
+
+
+def test_the_emulators_invoices_read_fast_equal_the_general_way() -> None:
+    items = world_items()
+    field_types: dict[str, Any] = {}
+    assert read_items(items, ZONE, field_types) is None, "fields beyond the seed have no type yet"
+    general_way(items, field_types)  # a first batch the general way decides them (the resource state)
+    fast = read_items(items, ZONE, field_types)
+    assert fast is not None, "the fast reader gave up on plain emulator data"
+    assert_same_tables(fast, general_way(items, dict(field_types)))
+    assert fast[1].filter(pa.compute.is_valid(fast[1]["_lines_removed"])).num_rows > 0, "no emptied invoice"
+
+
+def invoice(**fields: Any) -> bytes:
+    base: dict[str, Any] = {
+        "invoice_id": 7,
+        "invoice_type": "Sales",
+        "paid_amount": Decimal("12.50"),
+        "tax_date": "2024-03-31",
+        "last_update_date": "2024-10-27 01:30:00",
+        "invoice_lines": [{"quantity": Decimal("1.000"), "unit_price": Decimal("0.10")}],
+    }
+    base.update(fields)
+    return dumps({k: v for k, v in base.items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        invoice(),
+        invoice(invoice_lines=[]),
+        invoice(invoice_lines=None),
+        invoice(invoice_lines=...),
+        invoice(paid_amount="12.50"),
+        invoice(paid_amount=Decimal("-0.000000001")),
+        invoice(payer_display_name="nul \x00 and emoji \U0001f600"),
+        b'{"invoice_id": 7, "payer_display_name": "escaped pair \\ud83d\\ude00 and \\"quotes\\" \\\\"}',
+    ],
+)
+def test_odd_but_exact_values_read_fast_equal_the_general_way(item: bytes) -> None:
+    items = [item, invoice(invoice_id=8)]
+    fast = read_items(items, ZONE, {})
+    assert fast is not None
+    assert_same_tables(fast, general_way(items, {}))
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        invoice(brand_new_field="x"),
+        invoice(invoice_id="7"),
+        invoice(invoice_id=None),
+        invoice(external_reference=12),
+        invoice(paid_amount=Decimal("1.1234567891")),
+        invoice(paid_amount=Decimal("1" + "0" * 30)),
+        invoice(last_update_date="2024-10-27T01:30:00+01:00"),
+        invoice(last_update_date="2024-03-31 01:30:00"),  # in the spring gap: the general way's rule
+        invoice(tax_date="2024-03-31T00:00:00"),
+        invoice(invoice_lines=[{"quantity": 1, "colour": "red"}]),
+        invoice(invoice_lines=[None]),
+        invoice(invoice_lines=["a line as text"]),
+        invoice(invoice_lines={"quantity": 1}),
+        b'{"invoice_id": 7,\n "invoice_type": "Sales"}',
+        b'{"invoice_id": 7, "invoice_type": "\xff"}',
+    ],
+)
+def test_what_only_the_general_way_can_tell_is_left_to_it(item: bytes) -> None:
+    assert read_items([item, invoice(invoice_id=8)], ZONE, {}) is None
