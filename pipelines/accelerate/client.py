@@ -8,6 +8,9 @@ It knows nothing of dlt: the resource in `pipelines.accelerate` turns these dict
 from __future__ import annotations
 
 import logging
+import mmap
+import os
+import re
 import tempfile
 from collections.abc import Iterator
 from datetime import date
@@ -17,6 +20,7 @@ import ijson
 import requests
 
 from pipelines.accelerate import settings
+from pipelines.accelerate.schema import LINES_FIELD
 from pipelines.errors import ApiRequestError, ApiResponseError, ApiUnavailableError, AuthenticationError
 from pipelines.http import RETRYABLE_STATUS, USER_AGENT, RetryPolicy, TransientError, transient_for_status
 
@@ -69,6 +73,12 @@ class AccelerateClient:
             try:
                 for chunk in response.iter_content(chunk_size=settings.DOWNLOAD_CHUNK_BYTES):
                     spool.write(chunk)
+            except requests.exceptions.ContentDecodingError:
+                spool.close()
+                raise ApiResponseError(
+                    f"{API} sent a body that does not match its Content-Encoding header "
+                    f"({response.headers.get('Content-Encoding')}): nothing was loaded"
+                ) from None
             except BaseException:
                 spool.close()
                 raise
@@ -98,6 +108,7 @@ def _refusal(status: int, since: date) -> Exception:
 
 def _parse_items(body: IO[bytes]) -> Iterator[dict[str, Any]]:
     """Yield the objects of `{"items": [...]}`; a bare top-level array is read the same way."""
+    _refuse_unpaired_surrogates(body)
     count = 0
     try:
         for item in ijson.items(body, "items.item", use_float=False):
@@ -116,14 +127,66 @@ def _parse_items(body: IO[bytes]) -> Iterator[dict[str, Any]]:
                 f'{API} answered 200 with JSON of the wrong shape ({shape}); expected {{"items": [...]}}. '
                 "Nothing was loaded: check sources.accelerate.base_url points at the API v2 root"
             )
-    except ijson.JSONError as error:
+    except (ijson.JSONError, UnicodeDecodeError) as error:
         body.seek(0)
         start = body.read(40).decode("utf-8", "replace").strip()
         kind = "an HTML page" if start.startswith("<") else "a body that is not valid JSON"
         raise ApiResponseError(
-            f"{API} answered 200 with {kind} ({type(error).__name__}). Nothing was loaded: "
+            f"{API} answered 200 with {kind} ({_parser_reason(error)}). Nothing was loaded: "
             "check sources.accelerate.base_url points at the API v2 root"
         ) from None
+
+
+def _parser_reason(error: Exception) -> str:
+    """The parser's first line ("lexical error: invalid bytes in UTF8 string."), without the excerpt of the
+    body it prints below it: one line, and no invoice data in a log."""
+    if isinstance(error, UnicodeDecodeError):
+        return "invalid UTF-8 in a string"
+    text = error.args[0] if error.args else ""
+    if isinstance(text, bytes):  # yajl's message quotes the body's bytes as they were
+        text = text.decode("utf-8", "replace")
+    lines = str(text).strip().splitlines()
+    return lines[0].strip().rstrip(".") if lines else type(error).__name__
+
+
+# A \uD800-\uDFFF escape: half of a UTF-16 surrogate pair. The C parser turns an unpaired high half into
+# "?" without a word (and an unpaired low half into a decoding error), so they are found before parsing.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _refuse_unpaired_surrogates(body: IO[bytes]) -> None:
+    """Fail on a string holding half a surrogate pair (text cut inside an emoji, say): no database can
+    store it as text, and a replacement character would not be what was sent."""
+    body.flush()
+    if os.fstat(body.fileno()).st_size:
+        with mmap.mmap(body.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            offset = _unpaired_surrogate_at(view) if view.find(b"\\u") != -1 else None
+        if offset is not None:
+            raise ApiResponseError(
+                f"{API} sent a string holding half of a UTF-16 surrogate pair (a \\u escape in D800-DFFF at "
+                f"byte {offset:,}), which cannot be stored as text: nothing was loaded"
+            )
+    body.seek(0)
+
+
+def _unpaired_surrogate_at(view: mmap.mmap) -> int | None:
+    waiting_high: int | None = None  # where a high half starts whose low half must follow at once
+    for match in _SURROGATE_ESCAPE.finditer(view):
+        start = backslashes = match.start()
+        while backslashes > 0 and view[backslashes - 1] == 0x5C:
+            backslashes -= 1
+        if (start - backslashes) % 2:
+            continue  # an escaped backslash followed by the text "uD8..": not an escape
+        is_high = match.group()[3:4] in b"89abAB"
+        if waiting_high is not None:
+            if is_high or start != waiting_high + 6:
+                return waiting_high
+            waiting_high = None
+        elif is_high:
+            waiting_high = start
+        else:
+            return start
+    return waiting_high
 
 
 def _top_level_shape(body: IO[bytes]) -> str:
@@ -143,8 +206,14 @@ def _top_level_shape(body: IO[bytes]) -> str:
 
 
 def _as_mapping(item: Any) -> dict[str, Any]:
-    if isinstance(item, dict):
-        return item
-    raise ApiResponseError(
-        f"{API} returned an item that is not an object ({type(item).__name__}) in items: nothing was loaded"
-    )
+    if not isinstance(item, dict):
+        raise ApiResponseError(
+            f"{API} returned an item that is not an object ({type(item).__name__}) in items: nothing was loaded"
+        )
+    lines = item.get(LINES_FIELD)
+    if lines is not None and not isinstance(lines, list):
+        raise ApiResponseError(
+            f"{API} sent {LINES_FIELD} as {type(lines).__name__} rather than a list in invoice "
+            f"{str(item.get('invoice_id'))[:20]}: nothing was loaded"
+        )
+    return item
