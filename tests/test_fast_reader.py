@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pipelines.accelerate.arrow_json import parse_item, read_items
 from pipelines.accelerate.convert import BatchConverter
 from pipelines.accelerate.splitter import find_items, read_batches
+from pipelines.accelerate.surrogates import unpaired_surrogate_offset
 from pipelines.emulator import World
 from pipelines.emulator.server import dumps, items_body
 
@@ -29,7 +30,7 @@ def spans_of(body: bytes, chunk_bytes: int = 64) -> list[bytes] | None:
     if spans is None:
         return None
     stream = io.BytesIO(body)
-    return [item for batch in read_batches(stream, spans, 3) for item in batch]
+    return [item for batch in read_batches(stream, spans, 3) for item in batch.items()]
 
 
 text = st.text(alphabet=st.sampled_from(list('ab{}[]",:\\ \u00e9\u4e2d\U0001f600\n\t')), max_size=12)
@@ -51,6 +52,15 @@ def test_each_span_is_exactly_one_item(items: list[dict[str, Any]], chunk: int, 
     found = spans_of(body, chunk)
     assert found is not None
     assert [json.loads(item) for item in found] == items
+    spans = find_items(io.BytesIO(body), chunk_bytes=chunk)
+    assert spans is not None
+    for batch in read_batches(io.BytesIO(body), spans, 4):
+        expected = [json.loads(item) for item in batch.items()]
+        document = batch.newline_delimited()
+        if document is None:
+            assert any(b"\n" in item or b"\r" in item for item in batch.items())
+        else:
+            assert [json.loads(line) for line in bytes(document).split(b"\n")] == expected
 
 
 @pytest.mark.parametrize(
@@ -169,3 +179,36 @@ def test_odd_but_exact_values_read_fast_equal_the_general_way(item: bytes) -> No
 )
 def test_what_only_the_general_way_can_tell_is_left_to_it(item: bytes) -> None:
     assert read_items([item, invoice(invoice_id=8)], ZONE, {}) is None
+
+
+def test_bytes_that_are_not_utf8_in_a_known_line_field_are_left_to_the_general_way() -> None:
+    known = {"invoice_line": {"description": "text"}}
+    good = invoice(invoice_lines=[{"description": "ok"}])
+    bad = b'{"invoice_id": 7, "invoice_lines": [{"quantity": 1}, {"description": "\xc3("}]}'
+    assert read_items([good], ZONE, known) is not None
+    assert read_items([good, bad], ZONE, known) is None
+
+
+surrogate_text = st.lists(
+    st.sampled_from(["a", "\\", '\\"', "\\u0041", "\\uD83D", "\\uDE00", "\\ud83d\\ude00", "\\\\uD83D", "é"]),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=surrogate_text, chunk=st.integers(min_value=1, max_value=16))
+def test_unpaired_surrogates_are_found_whatever_the_chunk_size(text: str, chunk: int) -> None:
+    body = ('{"items":[{"s":"' + text + '"}]}').encode()
+    whole = unpaired_surrogate_offset(io.BytesIO(body), chunk_bytes=len(body) + 1)
+    assert unpaired_surrogate_offset(io.BytesIO(body), chunk_bytes=chunk) == whole
+    try:
+        decoded = json.loads(body)["items"][0]["s"]
+        decoded.encode("utf-8")
+        paired = True
+    except (UnicodeEncodeError, json.JSONDecodeError):
+        paired = False
+    if paired:
+        assert whole is None
+    elif whole is None:
+        with pytest.raises(json.JSONDecodeError):  # only invalid JSON (a lone backslash) may pass unnamed
+            json.loads(body)

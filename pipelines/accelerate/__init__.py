@@ -24,7 +24,8 @@ from dlt.sources import DltResource
 from pipelines.accelerate import settings
 from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
-from pipelines.accelerate.convert import BatchConverter, batched, paused_gc
+from pipelines.accelerate.convert import BatchConverter, paused_gc
+from pipelines.accelerate.reader import item_batches, to_tables
 from pipelines.accelerate.schema import invoice_columns, line_columns
 from pipelines.accelerate.stale_lines import StoredLinePositions
 from pipelines.delta_tables import writes_delta_tables
@@ -92,14 +93,15 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     progress = Progress()
     with paused_gc():
         try:
-            for batch in batched(client.invoices_since(since), settings.BATCH_SIZE):
-                invoices, lines = converter.convert(batch)
-                newest = _later(newest, invoices)
-                progress.add(invoices.num_rows, lines.num_rows)
-                if stored_lines is not None:
-                    lines = stored_lines.with_tombstones(lines)
-                yield dlt.mark.with_hints(invoices, INVOICE_HINTS, create_table_variant=True)
-                yield dlt.mark.with_hints(lines, line_hints, create_table_variant=True)
+            with client.download_invoices_since(since) as body:
+                for batch in item_batches(body):
+                    for invoices, lines in to_tables(batch, converter):
+                        newest = _later(newest, invoices)
+                        progress.add(invoices.num_rows, lines.num_rows)
+                        if stored_lines is not None:
+                            lines = stored_lines.with_tombstones(lines)
+                        yield dlt.mark.with_hints(invoices, INVOICE_HINTS, create_table_variant=True)
+                        yield dlt.mark.with_hints(lines, line_hints, create_table_variant=True)
         finally:
             client.close()
     progress.done()

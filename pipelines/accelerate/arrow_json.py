@@ -13,7 +13,6 @@ batch goes the dict way, which decides new types, converts value by value and na
 from __future__ import annotations
 
 import decimal
-import io
 import json
 from collections.abc import Mapping
 
@@ -57,28 +56,35 @@ class _NotExact(Exception):
 def read_items(
     items: list[bytes], timezone: str, field_types: Mapping[str, Mapping[str, str]]
 ) -> tuple[pa.Table, pa.Table] | None:
-    """(invoice table, line table) for these raw items, as `BatchConverter.convert` would make them from
-    the same items parsed, or None when only the dict way can tell."""
+    """`read_document` for items given one by one."""
+    if any(b"\n" in item or b"\r" in item for item in items):
+        return None  # an item spread over lines (pretty-printed), which arrow cannot take as one row
+    return read_document(b"\n".join(items), len(items), timezone, field_types)
+
+
+def read_document(
+    document: bytes | bytearray, count: int, timezone: str, field_types: Mapping[str, Mapping[str, str]]
+) -> tuple[pa.Table, pa.Table] | None:
+    """(invoice table, line table) for `count` items, one per line of `document`, as
+    `BatchConverter.convert` would make them from the same items parsed, or None when only the dict way
+    can tell."""
     invoice_types = _known_types("invoice", INVOICE_FIELDS, field_types, skip=(LINES_FIELD,))
     line_types = _known_types("invoice_line", LINE_FIELDS, field_types, skip=_ADDED_LINE_COLUMNS)
     if invoice_types is None or line_types is None:
         return None
-    if any(b"\n" in item or b"\r" in item for item in items):
-        return None  # an item spread over lines (pretty-printed), which arrow cannot take as one row
-    document = b"\n".join(items)
     schema = pa.schema(
         [(name, _READ_TYPES[kind]) for name, kind in invoice_types.items()]
         + [(LINES_FIELD, pa.list_(pa.struct([(n, _READ_TYPES[k]) for n, k in line_types.items()])))]
     )
     try:
-        document.decode("utf-8")  # arrow would keep invalid bytes in a string column; the dict way names them
         table = pa_json.read_json(
-            io.BytesIO(document),
+            pa.BufferReader(pa.py_buffer(document)),
             read_options=pa_json.ReadOptions(block_size=_BLOCK_BYTES),
             parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
         )
-        if table.num_rows != len(items):
+        if table.num_rows != count:
             return None
+        table.validate(full=True)  # arrow keeps bytes that are not UTF-8 as they are; this refuses them
         return _invoices(table, invoice_types, timezone), _lines(table, line_types, timezone)
     except (_NotExact, pa.ArrowException, UnicodeDecodeError, ValueError, TypeError, OverflowError):
         return None

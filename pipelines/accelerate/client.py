@@ -8,9 +8,6 @@ It knows nothing of dlt: the resource in `pipelines.accelerate` turns these dict
 from __future__ import annotations
 
 import logging
-import mmap
-import os
-import re
 import tempfile
 from collections.abc import Iterator
 from datetime import date
@@ -21,6 +18,7 @@ import requests
 
 from pipelines.accelerate import settings
 from pipelines.accelerate.schema import LINES_FIELD
+from pipelines.accelerate.surrogates import unpaired_surrogate_offset
 from pipelines.errors import ApiRequestError, ApiResponseError, ApiUnavailableError, AuthenticationError
 from pipelines.http import RETRYABLE_STATUS, USER_AGENT, RetryPolicy, TransientError, transient_for_status
 
@@ -46,14 +44,17 @@ class AccelerateClient:
 
     def invoices_since(self, since: date) -> Iterator[dict[str, Any]]:
         """Every invoice whose last update is on or after `since`, one dict at a time."""
+        with self.download_invoices_since(since) as body:
+            yield from _parse_items(body)
+
+    def download_invoices_since(self, since: date) -> IO[bytes]:
+        """The whole body of invoices since `since`, spooled to a temporary file (the caller closes it)."""
         try:
-            body = self.retry.call(
+            return self.retry.call(
                 lambda: self._download(since), f"{API} GET invoices since {since}", on_retry=self._log_retry
             )
         except ApiUnavailableError as error:
             raise ApiUnavailableError(f"{error}; nothing was loaded and the cursor is unchanged") from None
-        with body:
-            yield from _parse_items(body)
 
     def close(self) -> None:
         self._session.close()
@@ -149,44 +150,16 @@ def _parser_reason(error: Exception) -> str:
     return lines[0].strip().rstrip(".") if lines else type(error).__name__
 
 
-# A \uD800-\uDFFF escape: half of a UTF-16 surrogate pair. The C parser turns an unpaired high half into
-# "?" without a word (and an unpaired low half into a decoding error), so they are found before parsing.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
 def _refuse_unpaired_surrogates(body: IO[bytes]) -> None:
-    """Fail on a string holding half a surrogate pair (text cut inside an emoji, say): no database can
-    store it as text, and a replacement character would not be what was sent."""
+    """Fail on a string holding half a surrogate pair (see `surrogates`): a replacement character would
+    not be what was sent."""
     body.flush()
-    if os.fstat(body.fileno()).st_size:
-        with mmap.mmap(body.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            offset = _unpaired_surrogate_at(view) if view.find(b"\\u") != -1 else None
-        if offset is not None:
-            raise ApiResponseError(
-                f"{API} sent a string holding half of a UTF-16 surrogate pair (a \\u escape in D800-DFFF at "
-                f"byte {offset:,}), which cannot be stored as text: nothing was loaded"
-            )
-    body.seek(0)
-
-
-def _unpaired_surrogate_at(view: mmap.mmap) -> int | None:
-    waiting_high: int | None = None  # where a high half starts whose low half must follow at once
-    for match in _SURROGATE_ESCAPE.finditer(view):
-        start = backslashes = match.start()
-        while backslashes > 0 and view[backslashes - 1] == 0x5C:
-            backslashes -= 1
-        if (start - backslashes) % 2:
-            continue  # an escaped backslash followed by the text "uD8..": not an escape
-        is_high = match.group()[3:4] in b"89abAB"
-        if waiting_high is not None:
-            if is_high or start != waiting_high + 6:
-                return waiting_high
-            waiting_high = None
-        elif is_high:
-            waiting_high = start
-        else:
-            return start
-    return waiting_high
+    offset = unpaired_surrogate_offset(body)
+    if offset is not None:
+        raise ApiResponseError(
+            f"{API} sent a string holding half of a UTF-16 surrogate pair (a \\u escape in D800-DFFF at "
+            f"byte {offset:,}), which cannot be stored as text: nothing was loaded"
+        )
 
 
 def _top_level_shape(body: IO[bytes]) -> str:

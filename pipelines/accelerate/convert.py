@@ -46,6 +46,11 @@ class BatchConverter:
         self._zone = ZoneInfo(timezone)
         self._field_types = field_types
 
+    @property
+    def field_types(self) -> Mapping[str, Mapping[str, str]]:
+        """The types decided so far, by table and field (kept in the resource state)."""
+        return self._field_types
+
     def convert(self, invoices: list[dict[str, Any]]) -> tuple[pa.Table, pa.Table]:
         line_rows: list[Mapping[str, Any]] = []
         line_invoice_ids: list[Any] = []
@@ -130,15 +135,24 @@ class BatchConverter:
                 return pa.array(values, pa.string()).cast(pa.date32())
             if column_type is ColumnType.JSON:
                 raise TypeError("always converted value by value")
+            if column_type is ColumnType.BIGINT:
+                return _whole_numbers(values)
             return pa.array(values, ARROW_TYPES[column_type])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowTypeError,
+            pa.ArrowNotImplementedError,
+            TypeError,
+            ValueError,
+            OverflowError,
+        ):
             pass
         convert = self._value_converter(column_type)
         converted = []
         for value in values:
             try:
                 converted.append(None if value is None else convert(value))
-            except (ValueError, TypeError, ArithmeticError) as error:
+            except (ValueError, TypeError, ArithmeticError, RecursionError) as error:
                 raise ApiResponseError(
                     f"Accelerate sent {_preview(value)} in {table}.{name}, which is not a valid "
                     f"{column_type.value} ({error}); nothing was loaded from this run"
@@ -202,12 +216,23 @@ def _to_text(value: Any) -> str:
     return str(value)
 
 
+def _whole_numbers(values: list[Any]) -> pa.Array:
+    """Arrow would truncate 1.5 to 1 in an int64 column (and merge invoice 100001.5 into 100001): only a
+    column that arrow itself reads as integers (or nulls) is taken whole; any other goes value by value."""
+    array = pa.array(values)
+    if not (pa.types.is_integer(array.type) or pa.types.is_null(array.type)):
+        raise TypeError("not all integers")
+    return array.cast(ARROW_TYPES[ColumnType.BIGINT])
+
+
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
         raise TypeError("a boolean is not an integer")
     number = decimal.Decimal(value.strip() if isinstance(value, str) else value)
     if number != number.to_integral_value():
         raise ValueError("not a whole number")
+    if not -(2**63) <= number < 2**63:
+        raise ValueError("beyond the 64-bit integer range")
     return int(number)
 
 
@@ -238,7 +263,10 @@ def _to_json(value: Any) -> str:
 
 
 def _preview(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return "a value nested too deeply to show"
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -76,15 +76,48 @@ def find_items(body: IO[bytes], chunk_bytes: int = _CHUNK_BYTES) -> ItemSpans | 
         buffer, offset = buffer[consumed:] + more, offset + consumed
 
 
-def read_batches(body: IO[bytes], spans: ItemSpans, batch_size: int) -> Iterator[list[bytes]]:
-    """The items' bytes, `batch_size` at a time, each batch read from the body in one piece."""
+@dataclass
+class ItemBatch:
+    """Consecutive items as one piece of the body, and where each item lies in it."""
+
+    region: bytearray
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def items(self) -> list[bytes]:
+        return [
+            bytes(self.region[s:e]) for s, e in zip(self.starts.tolist(), self.ends.tolist(), strict=True)
+        ]
+
+    def newline_delimited(self) -> bytearray | None:
+        """The items one per line (what arrow's JSON reader takes), made in place by turning what lies
+        between items (a comma, maybe spaces) into a newline and spaces; None if an item itself spans
+        lines (pretty-printed JSON), which that reader cannot take as one row."""
+        view = np.frombuffer(self.region, np.uint8)
+        gap_starts, gap_lengths = self.ends[:-1], self.starts[1:] - self.ends[:-1]
+        if len(gap_starts):
+            offsets = np.arange(int(gap_lengths.sum())) - np.repeat(
+                np.cumsum(gap_lengths) - gap_lengths, gap_lengths
+            )
+            view[np.repeat(gap_starts, gap_lengths) + offsets] = 0x20
+            view[gap_starts] = 0x0A
+        if np.count_nonzero(view == 0x0A) != len(gap_starts) or self.region.find(b"\r") != -1:
+            return None
+        return self.region
+
+
+def read_batches(body: IO[bytes], spans: ItemSpans, batch_size: int) -> Iterator[ItemBatch]:
+    """The items `batch_size` at a time, each batch read from the body in one piece."""
     for first in range(0, len(spans), batch_size):
         starts = spans.starts[first : first + batch_size]
         ends = spans.ends[first : first + batch_size]
         base = int(starts[0])
         body.seek(base)
-        region = body.read(int(ends[-1]) - base)
-        yield [region[s:e] for s, e in zip((starts - base).tolist(), (ends - base).tolist(), strict=True)]
+        region = bytearray(body.read(int(ends[-1]) - base))
+        yield ItemBatch(region, starts - base, ends - base)
 
 
 def _scan(buffer: bytes) -> tuple[np.ndarray, np.ndarray, int | None] | None:
