@@ -42,6 +42,11 @@ LOAD_ID_SETTING = "normalize.parquet_normalizer.add_dlt_load_id"
 # DuckDB spills to disk instead, so a scheduled job stays small. Applies only when the user configured no
 # DuckDB credentials of their own (then theirs win).
 DUCKDB_MEMORY_LIMIT = "160MB"
+# dlt leaves DuckDB's `supports_transactions` unset, so a merge job (delete the stored versions, insert the
+# new ones) runs statement by statement in autocommit, unless its SQL happens to hold CREATE, ALTER or DROP
+# (the invoice merge does, in `created_by`; the line merge does not). A run killed or failing between the
+# two would leave invoices without lines until a later run. In one transaction, it is all or nothing.
+DUCKDB_CAPABILITIES = {"supports_transactions": True}
 
 
 @dataclass
@@ -94,8 +99,11 @@ def make_pipeline(
     """A pipeline whose DuckDB default is `<pipeline_name>.duckdb` in the working folder (dlt's own rule)."""
     if dlt.config.get(LOAD_ID_SETTING) is None:
         dlt.config[LOAD_ID_SETTING] = True
-    if destination == "duckdb" and dlt.secrets.get("destination.duckdb.credentials") is None:
-        destination = duckdb_destination(f"{pipeline_name}.duckdb")
+    if destination == "duckdb":
+        if dlt.secrets.get("destination.duckdb.credentials") is None:
+            destination = duckdb_destination(f"{pipeline_name}.duckdb")
+        else:
+            destination = dlt.destinations.duckdb(**DUCKDB_CAPABILITIES)
     try:
         return dlt.pipeline(
             pipeline_name=pipeline_name,
@@ -111,10 +119,11 @@ def make_pipeline(
 
 
 def duckdb_destination(path: str) -> Any:
-    """A DuckDB file destination with the job's memory cap (see DUCKDB_MEMORY_LIMIT)."""
+    """A DuckDB file destination with the job's memory cap (see DUCKDB_MEMORY_LIMIT), merging in
+    transactions (see DUCKDB_CAPABILITIES)."""
     credentials = DuckDbCredentials(path)
     credentials.global_config = {"memory_limit": DUCKDB_MEMORY_LIMIT}
-    return dlt.destinations.duckdb(credentials)
+    return dlt.destinations.duckdb(credentials, **DUCKDB_CAPABILITIES)
 
 
 @contextmanager

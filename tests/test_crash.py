@@ -1,4 +1,6 @@
-"""A run killed with SIGKILL in the middle of extract, then run again, ends equal to the world."""
+"""A run killed with SIGKILL anywhere (mid-extract, at the start of normalize or load, in the middle of the
+load), then run again, ends equal to the world: nothing lost, nothing twice, the cursor never past a change.
+Killed mid-load, each table holds either all of the killed run's changes or none of them."""
 
 from __future__ import annotations
 
@@ -7,13 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from copy import deepcopy
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from pipelines.emulator import EmulatorServer, World
 
-from conftest import assert_database_equals_world, query
+from conftest import assert_database_equals_world, expected_tables, query, table_rows
 
 
 def job_env(folder: Path, server: EmulatorServer, qvalia: bool = False) -> dict[str, str]:
@@ -33,18 +38,27 @@ def job_env(folder: Path, server: EmulatorServer, qvalia: bool = False) -> dict[
     return env
 
 
-def kill_at_start_of(step: str, folder: Path, env: dict[str, str]) -> None:
-    """Run `invoice-pipelines run --only accelerate` until dlt's `step` starts, then SIGKILL it there."""
+def kill_at(point: str, folder: Path, env: dict[str, str], *options: str) -> str:
+    """Run `invoice-pipelines run --only accelerate` (or the CLI arguments after "--" in `options`) until
+    it pauses at `point` (see pause_at_step.py), SIGKILL it there, and say where it was."""
     marker = folder / "paused"
     driver = Path(__file__).with_name("pause_at_step.py")
-    paused = subprocess.Popen([sys.executable, str(driver), step, str(marker)], cwd=folder, env=env)
+    paused = subprocess.Popen(
+        [sys.executable, str(driver), point, str(marker), *options], cwd=folder, env=env
+    )
     deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert paused.poll() is None and time.monotonic() < deadline, "the run never reached the step"
+    while not marker.exists() or not marker.read_text():
+        assert paused.poll() is None and time.monotonic() < deadline, f"the run never reached {point}"
         time.sleep(0.05)
     os.kill(paused.pid, signal.SIGKILL)
     paused.wait(timeout=60)
+    where = marker.read_text()
     marker.unlink()
+    return where
+
+
+def kill_at_start_of(step: str, folder: Path, env: dict[str, str]) -> None:
+    kill_at(step, folder, env)
 
 
 def test_killed_run_then_rerun_ends_equal_to_the_world(tmp_path: Path) -> None:
@@ -111,3 +125,99 @@ def test_create_from_order_after_an_interrupted_run_still_records_the_order(tmp_
         assert recorded == [(order_id, "created")]
         assert world.creations[order_id] == 1
         assert_database_equals_world(tmp_path / "invoices.duckdb", world)
+
+
+def run_cli(folder: Path, env: dict[str, str], *arguments: str) -> None:
+    command = [sys.executable, "-m", "pipelines", "run", *arguments]
+    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def holds_exactly(
+    rows: list[dict[str, Any]], expected: dict[Any, dict[str, Any]], key: tuple[str, ...]
+) -> bool:
+    """The table's rows are exactly `expected` (a null is the same as a column never sent)."""
+    actual = {tuple(row[k] for k in key): {k: v for k, v in row.items() if v is not None} for row in rows}
+    wanted = {
+        k if isinstance(k, tuple) else (k,): {n: v for n, v in row.items() if v is not None}
+        for k, row in expected.items()
+    }
+    return len(actual) == len(rows) and actual == wanted
+
+
+@pytest.mark.parametrize(
+    ("point", "where"),
+    [
+        # the invoice merge committed, dlt not told yet: the rerun runs it again
+        ("job-committed", ["--table", "invoice", "--file-format", "sql"]),
+        # old lines deleted and new ones inserted, the transaction still open
+        ("merge-uncommitted", ["--table", "invoice_line"]),
+        # every table merged, the load not yet in _dlt_loads
+        ("package-completing", []),
+    ],
+)
+def test_killed_in_the_middle_of_the_load_then_rerun_ends_equal_to_the_world(
+    tmp_path: Path, point: str, where: list[str]
+) -> None:
+    world = World(seed=9, invoices=150)
+    with EmulatorServer(world) as server:
+        env = job_env(tmp_path, server)
+        run_cli(tmp_path, env, "--only", "accelerate")
+        before = expected_tables(SimpleNamespace(invoices=deepcopy(world.invoices)))
+        world.advance_day()
+        after = expected_tables(world)
+        paused_at = kill_at(point, tmp_path, env, *where)
+
+        database = tmp_path / "invoices.duckdb"
+        for name, expected_before, expected_after, key in [
+            ("invoice", before[0], after[0], ("invoice_id",)),
+            ("invoice_line", before[1], after[1], ("invoice_id", "line_position")),
+        ]:
+            rows = table_rows(database, name)
+            assert holds_exactly(rows, expected_before, key) or holds_exactly(rows, expected_after, key), (
+                f"killed at {paused_at}, {name} holds part of the run's changes"
+            )
+        if point == "merge-uncommitted":
+            assert holds_exactly(
+                table_rows(database, "invoice_line"), before[1], ("invoice_id", "line_position")
+            )
+
+        world.advance_day()
+        run_cli(tmp_path, env, "--only", "accelerate")
+        assert_database_equals_world(database, world)
+
+
+def test_killed_while_loading_qvalia_statuses_then_rerun_records_each_change_once(tmp_path: Path) -> None:
+    world = World(seed=10, invoices=100)
+    with EmulatorServer(world) as server:
+        env = job_env(tmp_path, server, qvalia=True)
+        run_cli(tmp_path, env)
+        world.advance_day()
+        history_merge = ["--schema", "qvalia", "--table", "invoice_status_history", "--file-format", "sql"]
+        kill_at("job-committed", tmp_path, env, *history_merge, "--", "run")
+
+        world.advance_day()
+        run_cli(tmp_path, env)
+        database = tmp_path / "invoices.duckdb"
+        assert_database_equals_world(database, world)
+        twice = query(
+            database,
+            "SELECT integration_id, fingerprint FROM billing.invoice_status_history GROUP BY ALL HAVING count(*) > 1",
+        )
+        assert twice == []
+        statuses = {row["integration_id"]: row for row in table_rows(database, "invoice_status")}
+        expected = {
+            str(invoice_id): world.qvalia_status(str(invoice_id))
+            for invoice_id, invoice in world.invoices.items()
+            if invoice["invoice_type"] == "Sales" and world.qvalia_status(str(invoice_id)) is not None
+        }
+        assert sorted(statuses) == sorted(expected)
+        for integration_id, status in expected.items():
+            assert statuses[integration_id]["status"] == status["status"], integration_id
+        unrecorded = query(
+            database,
+            "SELECT count(*) FROM billing.invoice_status s WHERE NOT EXISTS (SELECT 1 FROM "
+            "billing.invoice_status_history h WHERE h.integration_id = s.integration_id "
+            "AND h.fingerprint = s.fingerprint)",
+        )
+        assert unrecorded == [(0,)], "a status stored without its history row"
