@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from dlt.sources import DltResource
 
 from pipelines.accelerate import settings
+from pipelines.accelerate.arrow_json import prefer_system_allocator
 from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
 from pipelines.accelerate.convert import BatchConverter, paused_gc
@@ -91,6 +92,7 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     )
     line_hints = LINE_HINTS if stored_lines is None else DELTA_LINE_HINTS
     progress = Progress()
+    prefer_system_allocator()
     with paused_gc():
         try:
             with client.download_invoices_since(since) as body:

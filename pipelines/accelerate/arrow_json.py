@@ -12,9 +12,12 @@ batch goes the dict way, which decides new types, converts value by value and na
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import json
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -49,25 +52,47 @@ _NAIVE_FORMAT = "%Y-%m-%d %H:%M:%S"
 _BLOCK_BYTES = 1 << 20
 
 
+def prefer_system_allocator() -> None:
+    """Make the C library's allocator arrow's default, unless the user chose one (ARROW_DEFAULT_MEMORY_POOL).
+    The reader makes many short-lived buffers; jemalloc, arrow's default, keeps freed memory for reuse.
+    Measured on 100k invoices x 5 lines (reading only): 100 MB over the imports instead of 146 MB, and
+    faster (5.8 s against 6.9 s)."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ and pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 class _NotExact(Exception):
     """This batch must go the dict way."""
 
 
 def read_items(
     items: list[bytes], timezone: str, field_types: Mapping[str, Mapping[str, str]]
-) -> tuple[pa.Table, pa.Table] | None:
+) -> tuple[pa.Table, pa.Table] | NewFields | None:
     """`read_document` for items given one by one."""
     if any(b"\n" in item or b"\r" in item for item in items):
         return None  # an item spread over lines (pretty-printed), which arrow cannot take as one row
     return read_document(b"\n".join(items), len(items), timezone, field_types)
 
 
+@dataclass
+class NewFields:
+    """Fields with no type yet, each with where its first value is: the item's index for an invoice field,
+    (item index, line index) for a line field. The dict way types a new field from its first value; the
+    caller does the same from these values, and reads the batch again."""
+
+    invoice: dict[str, int] = dataclasses.field(default_factory=dict)
+    line: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+
+
 def read_document(
-    document: bytes | bytearray, count: int, timezone: str, field_types: Mapping[str, Mapping[str, str]]
-) -> tuple[pa.Table, pa.Table] | None:
+    document: bytes | bytearray | memoryview,
+    count: int,
+    timezone: str,
+    field_types: Mapping[str, Mapping[str, str]],
+) -> tuple[pa.Table, pa.Table] | NewFields | None:
     """(invoice table, line table) for `count` items, one per line of `document`, as
-    `BatchConverter.convert` would make them from the same items parsed, or None when only the dict way
-    can tell."""
+    `BatchConverter.convert` would make them from the same items parsed; or the new fields to type first;
+    or None when only the dict way can tell."""
     invoice_types = _known_types("invoice", INVOICE_FIELDS, field_types, skip=(LINES_FIELD,))
     line_types = _known_types("invoice_line", LINE_FIELDS, field_types, skip=_ADDED_LINE_COLUMNS)
     if invoice_types is None or line_types is None:
@@ -85,6 +110,9 @@ def read_document(
         if table.num_rows != count:
             return None
         table.validate(full=True)  # arrow keeps bytes that are not UTF-8 as they are; this refuses them
+        new_fields = _new_fields(table, invoice_types, line_types)
+        if new_fields.invoice or new_fields.line:
+            return new_fields
         return _invoices(table, invoice_types, timezone), _lines(table, line_types, timezone)
     except (_NotExact, pa.ArrowException, UnicodeDecodeError, ValueError, TypeError, OverflowError):
         return None
@@ -104,8 +132,37 @@ def _known_types(
     return None if ColumnType.JSON in types.values() else types
 
 
+def _new_fields(
+    table: pa.Table, invoice_types: Mapping[str, ColumnType], line_types: Mapping[str, ColumnType]
+) -> NewFields:
+    """Fields arrow met beyond the known ones, with a value somewhere (a field null throughout is skipped,
+    as the dict way skips it)."""
+    found = NewFields()
+    for name in _unexpected(table.schema, set(invoice_types) | {LINES_FIELD}):
+        found.invoice[name] = _first_valid(table[name].combine_chunks())
+    lists = table[LINES_FIELD].combine_chunks()
+    new_line_fields = _unexpected(pa.schema(list(lists.type.value_type)), set(line_types))
+    if new_line_fields:
+        flat = pc.list_flatten(lists)
+        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        offsets = lists.offsets.to_numpy(zero_copy_only=False)
+        children = dict(zip([f.name for f in lists.type.value_type], flat.flatten(), strict=True))
+        for name in new_line_fields:
+            index = _first_valid(children[name])
+            item = int(parents[index])
+            found.line[name] = (item, index - int(offsets[item] - offsets[0]))
+    return found
+
+
+def _unexpected(schema: pa.Schema, expected: set[str]) -> list[str]:
+    return [f.name for f in schema if f.name not in expected and not pa.types.is_null(f.type)]
+
+
+def _first_valid(values: pa.Array) -> int:
+    return int(pc.index(pc.is_valid(values), True).as_py())
+
+
 def _invoices(table: pa.Table, types: Mapping[str, ColumnType], timezone: str) -> pa.Table:
-    _refuse_unexpected(table.schema, set(types) | {LINES_FIELD})
     if table["invoice_id"].null_count:
         raise _NotExact  # the dict way names the problem
     arrays = [_convert(table[name].combine_chunks(), kind, timezone) for name, kind in types.items()]
@@ -119,7 +176,6 @@ def _lines(table: pa.Table, types: Mapping[str, ColumnType], timezone: str) -> p
     invoice_ids = table["invoice_id"].combine_chunks()
     lists = table[LINES_FIELD].combine_chunks()
     struct_type = lists.type.value_type
-    _refuse_unexpected(pa.schema(list(struct_type)), set(types))
     lengths = pc.list_value_length(lists)
     counts = lengths.fill_null(0).to_numpy(zero_copy_only=False)
     flat = pc.list_flatten(lists)
@@ -148,14 +204,6 @@ def _lines(table: pa.Table, types: Mapping[str, ColumnType], timezone: str) -> p
     if invoice_ids.type != ARROW_TYPES[ColumnType.BIGINT]:
         raise _NotExact
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def _refuse_unexpected(schema: pa.Schema, expected: set[str]) -> None:
-    """A field arrow had to guess a type for is new to us: the dict way decides its type (and keeps it).
-    One that is null throughout is skipped, as the dict way skips it."""
-    for field in schema:
-        if field.name not in expected and not pa.types.is_null(field.type):
-            raise _NotExact
 
 
 def _convert(values: pa.Array, kind: ColumnType, timezone: str) -> pa.Array:

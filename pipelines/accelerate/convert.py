@@ -51,6 +51,12 @@ class BatchConverter:
         """The types decided so far, by table and field (kept in the resource state)."""
         return self._field_types
 
+    def decide(self, table: str, name: str, value: Any) -> None:
+        """Type a new field from its first value, as `convert` would have (for the fast reader)."""
+        decided = self._field_types.setdefault(table, {})
+        if value is not None and name not in decided:
+            decided[name] = infer_column_type(name, value).value
+
     def convert(self, invoices: list[dict[str, Any]]) -> tuple[pa.Table, pa.Table]:
         line_rows: list[Mapping[str, Any]] = []
         line_invoice_ids: list[Any] = []

@@ -17,7 +17,7 @@ import ijson
 import pyarrow as pa
 
 from pipelines.accelerate import settings
-from pipelines.accelerate.arrow_json import read_document
+from pipelines.accelerate.arrow_json import NewFields, read_document
 from pipelines.accelerate.client import (
     API,
     _as_mapping,
@@ -26,6 +26,7 @@ from pipelines.accelerate.client import (
     _refuse_unpaired_surrogates,
 )
 from pipelines.accelerate.convert import BatchConverter, batched
+from pipelines.accelerate.schema import LINES_FIELD
 from pipelines.accelerate.splitter import ItemBatch, find_items, read_batches
 from pipelines.errors import ApiResponseError
 
@@ -48,17 +49,38 @@ def to_tables(
         yield converter.convert(batch)
         return
     document = batch.newline_delimited()
-    fast = (
-        None
-        if document is None
-        else read_document(document, len(batch), converter.timezone, converter.field_types)
-    )
+    fast = None if document is None else _read_fast(batch, document, converter)
     if fast is not None:
         yield fast
         return
     items = batch.items()
     for start in range(0, len(items), settings.DICT_BATCH_SIZE):
         yield converter.convert(decode_items(items[start : start + settings.DICT_BATCH_SIZE]))
+
+
+def _read_fast(
+    batch: ItemBatch, document: memoryview, converter: BatchConverter
+) -> tuple[pa.Table, pa.Table] | None:
+    """Arrow's reading of the batch; when it meets fields with no type yet, they are typed from their first
+    values (parsed the dict way, so typed exactly as the dict way would) and the batch is read again."""
+    result = read_document(document, len(batch), converter.timezone, converter.field_types)
+    if isinstance(result, NewFields):
+        _decide(result, batch, converter)
+        result = read_document(document, len(batch), converter.timezone, converter.field_types)
+    return result if isinstance(result, tuple) else None
+
+
+def _decide(new_fields: NewFields, batch: ItemBatch, converter: BatchConverter) -> None:
+    wanted = sorted({*new_fields.invoice.values(), *(item for item, _ in new_fields.line.values())})
+    items = batch.items()
+    parsed = dict(zip(wanted, decode_items([items[index] for index in wanted]), strict=True))
+    for name, index in new_fields.invoice.items():
+        converter.decide("invoice", name, parsed[index].get(name))
+    for name, (index, position) in new_fields.line.items():
+        lines = parsed[index].get(LINES_FIELD)
+        line = lines[position] if isinstance(lines, list) and position < len(lines) else None
+        if isinstance(line, dict):
+            converter.decide("invoice_line", name, line.get(name))
 
 
 def decode_items(items: list[bytes]) -> list[dict[str, Any]]:

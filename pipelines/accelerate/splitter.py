@@ -26,6 +26,9 @@ _SUFFIX = re.compile(rb"\A\][ \t\r\n]*\}[ \t\r\n]*\Z")
 _WHITESPACE = b" \t\r\n"
 _CHUNK_BYTES = 8 << 20
 _HEAD_BYTES = 4096
+# Nesting inside an item beyond which the general parser reads the body (an invoice is 3 deep: the item,
+# its lines, a line).
+_MAX_DEPTH = 64
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 _OPENERS = (ord("{"), ord("["))
 _CLOSE_OBJECT = ord("}")
@@ -78,9 +81,10 @@ def find_items(body: IO[bytes], chunk_bytes: int = _CHUNK_BYTES) -> ItemSpans | 
 
 @dataclass
 class ItemBatch:
-    """Consecutive items as one piece of the body, and where each item lies in it."""
+    """Consecutive items as one piece of the body, and where each item lies in it. The piece is a view of
+    a buffer that the next batch reuses: use a batch before asking for the next."""
 
-    region: bytearray
+    region: memoryview
     starts: np.ndarray
     ends: np.ndarray
 
@@ -92,7 +96,7 @@ class ItemBatch:
             bytes(self.region[s:e]) for s, e in zip(self.starts.tolist(), self.ends.tolist(), strict=True)
         ]
 
-    def newline_delimited(self) -> bytearray | None:
+    def newline_delimited(self) -> memoryview | None:
         """The items one per line (what arrow's JSON reader takes), made in place by turning what lies
         between items (a comma, maybe spaces) into a newline and spaces; None if an item itself spans
         lines (pretty-printed JSON), which that reader cannot take as one row."""
@@ -104,19 +108,26 @@ class ItemBatch:
             )
             view[np.repeat(gap_starts, gap_lengths) + offsets] = 0x20
             view[gap_starts] = 0x0A
-        if np.count_nonzero(view == 0x0A) != len(gap_starts) or self.region.find(b"\r") != -1:
+        if np.count_nonzero(view == 0x0A) != len(gap_starts) or np.count_nonzero(view == 0x0D):
             return None
         return self.region
 
 
 def read_batches(body: IO[bytes], spans: ItemSpans, batch_size: int) -> Iterator[ItemBatch]:
-    """The items `batch_size` at a time, each batch read from the body in one piece."""
+    """The items `batch_size` at a time, each batch read from the body in one piece into one buffer that
+    is reused (a fresh 40 MB bytes object per batch would leave the C allocator holding several)."""
+    buffer = bytearray()
     for first in range(0, len(spans), batch_size):
         starts = spans.starts[first : first + batch_size]
         ends = spans.ends[first : first + batch_size]
         base = int(starts[0])
+        size = int(ends[-1]) - base
+        if len(buffer) < size:
+            buffer = bytearray(size)
+        region = memoryview(buffer)[:size]
         body.seek(base)
-        region = bytearray(body.read(int(ends[-1]) - base))
+        if body.readinto(region) != size:
+            raise OSError("the spooled response body changed while it was read")
         yield ItemBatch(region, starts - base, ends - base)
 
 
@@ -130,6 +141,8 @@ def _scan(buffer: bytes) -> tuple[np.ndarray, np.ndarray, int | None] | None:
     chars = data[structural]
     opens = (chars == _OPENERS[0]) | (chars == _OPENERS[1])
     depth_after = np.where(opens, 1, -1).cumsum()
+    if len(depth_after) and int(depth_after.max()) > _MAX_DEPTH:
+        return None  # arrow's JSON reader recurses per level and overflows the C stack (SIGSEGV) when deep
     closed = np.flatnonzero(depth_after < 0)
     closed_at = int(structural[closed[0]]) if len(closed) else None
     if closed_at is not None:

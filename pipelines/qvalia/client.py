@@ -8,6 +8,8 @@ It knows nothing of dlt.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
+from pipelines.accelerate.surrogates import unpaired_surrogate_offset
 from pipelines.errors import ApiRequestError, ApiResponseError, AuthenticationError, PipelineError
 from pipelines.http import (
     RETRYABLE_STATUS,
@@ -130,12 +133,18 @@ class QvaliaClient:
     def _get_status_once(self, integration_id: str) -> dict[str, Any] | None:
         url = self.status_url(integration_id)
         self._count()
-        response = self._session.request(self._status_method, url, json={}, timeout=self.retry.timeout)
-        if response.status_code == 405 and self._status_method == "POST":
-            # One public client calls this path with GET; accept a server that only takes that.
-            self._status_method = "GET"
-            self._count()
-            response = self._session.get(url, timeout=self.retry.timeout)
+        try:
+            response = self._session.request(self._status_method, url, json={}, timeout=self.retry.timeout)
+            if response.status_code == 405 and self._status_method == "POST":
+                # One public client calls this path with GET; accept a server that only takes that.
+                self._status_method = "GET"
+                self._count()
+                response = self._session.get(url, timeout=self.retry.timeout)
+        except requests.exceptions.ContentDecodingError:
+            raise ApiResponseError(
+                f"{API} sent the status of {integration_id} in a body that does not match its "
+                "Content-Encoding header: nothing was loaded"
+            ) from None
         if response.status_code == 404:
             return None
         self._raise_for_refusal(response, f"the status of {integration_id}")
@@ -153,6 +162,11 @@ class QvaliaClient:
             raise OutcomeUnknownError(
                 f"{API}: the connection broke while creating the invoice of order {integration_id}; "
                 "it may exist: nothing was retried"
+            ) from None
+        except requests.exceptions.ContentDecodingError:
+            raise OutcomeUnknownError(
+                f"{API} answered the creation of the invoice of order {integration_id} with a body that "
+                "does not match its Content-Encoding header; it may exist: nothing was retried"
             ) from None
         except requests.Timeout:
             raise OutcomeUnknownError(
@@ -205,8 +219,21 @@ def _never_sent(error: requests.exceptions.ConnectionError) -> bool:
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
+    """The body as JSON, read strictly: requests would turn bytes that are not UTF-8 into U+FFFD, and
+    json keeps half a surrogate pair, which no database stores as text; both are refused in one line."""
     try:
-        document = response.json()
+        text = response.content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiResponseError(
+            f"{API} answered {response.status_code} with bytes that are not UTF-8: nothing was loaded"
+        ) from None
+    if "\\u" in text and unpaired_surrogate_offset(io.BytesIO(response.content)) is not None:
+        raise ApiResponseError(
+            f"{API} sent a string holding half of a UTF-16 surrogate pair, which cannot be stored as text: "
+            "nothing was loaded"
+        )
+    try:
+        document = json.loads(text)
     except ValueError:
         start = response.text[:1].strip()
         kind = "an HTML page" if start == "<" else "a body that is not JSON"
