@@ -9,8 +9,11 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -335,6 +338,26 @@ def test_numbers_and_nesting_no_column_can_hold_fail_with_one_line(
     assert_refused(scene, body(scene.served()), fragment)
 
 
+def test_the_command_line_says_a_refused_body_in_one_line_and_loads_nothing(tmp_path: Path) -> None:
+    with EmulatorServer(World(seed=SEED, invoices=INVOICES)) as server:
+        server.inject_body(HTML_PAGE, api="accelerate")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__"))}
+        env.update(
+            DLT_DATA_DIR=str(tmp_path / "dlt_data"),
+            SOURCES__ACCELERATE__BASE_URL=server.accelerate_base_url,
+            SOURCES__ACCELERATE__API_KEY=server.accelerate_api_key,
+        )
+        command = [sys.executable, "-m", "pipelines", "run", "--only", "accelerate"]
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    database = tmp_path / "invoices.duckdb"
+    if database.exists():
+        with duckdb.connect(str(database), read_only=True) as connection:
+            tables = connection.sql("SELECT table_name FROM information_schema.tables").fetchall()
+        assert ("invoice",) not in tables and ("invoice_line",) not in tables
+
+
 def test_bodies_with_nothing_to_load_change_no_row_and_no_cursor(scene: Scene) -> None:
     before = snapshot(scene.harness)
     for body in (b'{"items":[]}', b' {"items" : null }\n'):
@@ -506,6 +529,8 @@ def test_a_value_with_one_byte_changed_loads_as_sent_or_is_refused(
             at = data.draw(st.integers(start, end - 1), label="at")
             spoiled = body[:at] + bytes([data.draw(st.integers(0, 255), label="byte")]) + body[at + 1 :]
             sent = decoded_items(spoiled)
+            if sent is None and spoiled[at] in b"\x0b\x0c":  # yajl reads VT and FF between tokens as spaces
+                sent = decoded_items(spoiled[:at] + b" " + spoiled[at + 1 :])
             if sent is None:
                 assert_refused(scene, spoiled)
                 return
