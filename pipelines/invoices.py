@@ -46,7 +46,9 @@ DUCKDB_MEMORY_LIMIT = "160MB"
 # new ones) runs statement by statement in autocommit, unless its SQL happens to hold CREATE, ALTER or DROP
 # (the invoice merge does, in `created_by`; the line merge does not). A run killed or failing between the
 # two would leave invoices without lines until a later run. In one transaction, it is all or nothing.
+# PostgreSQL is left the same way by dlt, and gets the same setting.
 DUCKDB_CAPABILITIES = {"supports_transactions": True}
+POSTGRES_CAPABILITIES = {"supports_transactions": True}
 
 
 @dataclass
@@ -104,6 +106,8 @@ def make_pipeline(
             destination = duckdb_destination(f"{pipeline_name}.duckdb")
         else:
             destination = dlt.destinations.duckdb(**DUCKDB_CAPABILITIES)
+    elif destination == "postgres":
+        destination = dlt.destinations.postgres(**POSTGRES_CAPABILITIES)
     try:
         return dlt.pipeline(
             pipeline_name=pipeline_name,

@@ -160,3 +160,18 @@ def _utc_time_of(local: str) -> str:
 
     naive = dt.datetime.strptime(local, "%Y-%m-%d %H:%M:%S")
     return naive.replace(tzinfo=ZoneInfo("Europe/London")).astimezone(dt.UTC).strftime("%H:%M:%S")
+
+
+def test_a_future_stamp_is_loaded_but_the_cursor_stops_at_now(harness: Harness, world: World) -> None:
+    """A clock or time zone wrong at the source must not move the next `since` past changes not yet made."""
+    future_id = next(iter(world.invoices))
+    world.invoices[future_id]["last_update_date"] = "2099-01-01 00:00:00"
+    before = dt.datetime.now(dt.UTC)
+    harness.run()
+    after = dt.datetime.now(dt.UTC)
+    assert harness.invoices()[future_id]["last_update_date"].year == 2099
+    cursor = dt.datetime.fromisoformat(
+        harness.pipeline.state["sources"]["accelerate"]["resources"]["invoice"]["last_update_date"]
+    )
+    assert before <= cursor <= after
+    harness.assert_equals_world(world)

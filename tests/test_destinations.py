@@ -13,7 +13,7 @@ import dlt
 import pytest
 
 from pipelines.emulator import World
-from pipelines.invoices import make_pipeline, run_job
+from pipelines.invoices import POSTGRES_CAPABILITIES, make_pipeline, run_job
 
 from conftest import DLT_COLUMNS, Harness, assert_rows_equal_world
 
@@ -93,7 +93,9 @@ def test_postgres_holds_the_same_tables_as_duckdb_after_business_days(
     postgres_url: str, harness: Harness, world: World, tmp_path: Path
 ) -> None:
     postgres = make_pipeline(
-        "invoices_pg", destination=dlt.destinations.postgres(postgres_url), pipelines_dir=str(tmp_path / "pg")
+        "invoices_pg",
+        destination=dlt.destinations.postgres(postgres_url, **POSTGRES_CAPABILITIES),
+        pipelines_dir=str(tmp_path / "pg"),
     )
     for day in range(3):
         if day:
@@ -149,3 +151,10 @@ def test_cli_run_into_postgres_configured_the_dlt_way(
         _rows(postgres_url, "invoice"), _rows(postgres_url, "invoice_line"), emulator.world
     )
     assert "loader" not in result.stdout + result.stderr
+
+
+def test_the_postgres_destination_named_on_the_command_line_merges_in_transactions() -> None:
+    """dlt leaves `supports_transactions` unset for PostgreSQL, so a merge (delete, then insert) would run
+    in autocommit and a failure between the two would leave invoices without lines."""
+    pipeline = make_pipeline("invoices_pg_caps", destination="postgres", pipelines_dir=tempfile.mkdtemp())
+    assert pipeline.destination.capabilities().supports_transactions is True

@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 from pipelines.accelerate.arrow_json import NewFields, parse_item, read_items
 from pipelines.accelerate.convert import BatchConverter
 from pipelines.accelerate.reader import item_batches, to_tables
-from pipelines.accelerate.splitter import ItemBatch, find_items, read_batches
+from pipelines.accelerate.splitter import ItemBatch, deepest_nesting, find_items, read_batches
 from pipelines.accelerate.surrogates import unpaired_surrogate_offset
 from pipelines.emulator import World
 from pipelines.emulator.server import dumps, items_body
+from pipelines.errors import ApiResponseError
 
 ZONE = "Europe/London"
 
@@ -238,3 +239,24 @@ def test_new_fields_are_typed_from_their_first_value_as_the_general_way_types_th
     }
     assert field_types["invoice_line"] == {"colour": "text"}
     assert isinstance(read_items(items, ZONE, field_types), tuple), "typed, the batch reads the fast way"
+
+
+def nesting_of(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((nesting_of(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((nesting_of(v) for v in value), default=0)
+    return 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(document=json_values, chunk=st.sampled_from([1, 2, 5, 64]))
+def test_the_nesting_depth_is_measured_whatever_the_chunk_size(document: Any, chunk: int) -> None:
+    body = json.dumps({"items": [document]}, ensure_ascii=False).encode()
+    assert deepest_nesting(io.BytesIO(body), chunk_bytes=chunk) == nesting_of({"items": [document]})
+
+
+def test_a_body_nested_beyond_any_invoice_is_refused_before_parsing() -> None:
+    deep = b'{"items":[{"invoice_id":1,"x":' + b"[" * 5000 + b"]" * 5000 + b"}]}"
+    with io.BytesIO(deep) as stream, pytest.raises(ApiResponseError, match="nested more than 256 levels"):
+        list(item_batches(stream))

@@ -27,7 +27,13 @@ from pipelines.accelerate.client import (
 )
 from pipelines.accelerate.convert import BatchConverter, batched
 from pipelines.accelerate.schema import LINES_FIELD
-from pipelines.accelerate.splitter import ItemBatch, find_items, read_batches
+from pipelines.accelerate.splitter import (
+    MAX_DOCUMENT_DEPTH,
+    ItemBatch,
+    deepest_nesting,
+    find_items,
+    read_batches,
+)
 from pipelines.errors import ApiResponseError
 
 
@@ -35,6 +41,11 @@ def item_batches(body: IO[bytes]) -> Iterator[ItemBatch | list[dict[str, Any]]]:
     _refuse_unpaired_surrogates(body)
     spans = find_items(body)
     if spans is None:
+        if deepest_nesting(body) > MAX_DOCUMENT_DEPTH:
+            raise ApiResponseError(
+                f"{API} answered with JSON nested more than {MAX_DOCUMENT_DEPTH} levels deep, which no invoice "
+                "needs (and whose parsing would take memory without bound): nothing was loaded"
+            )
         body.seek(0)
         yield from batched(_parse_items(body), settings.DICT_BATCH_SIZE)
         return
