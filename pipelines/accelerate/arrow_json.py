@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -220,13 +219,3 @@ def _convert(values: pa.Array, kind: ColumnType, timezone: str) -> pa.Array:
         if not (low.as_py() > -_DECIMAL_LIMIT and high.as_py() < _DECIMAL_LIMIT):
             raise _NotExact  # arrow does not check precision; the dict way refuses what does not fit
     return values
-
-
-def parse_item(raw: bytes) -> object:
-    """One item the dict way: numbers as int or Decimal, never float; NaN and Infinity refused as ijson
-    refuses them."""
-    return json.loads(raw, parse_float=decimal.Decimal, parse_constant=_refuse_constant)
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not valid JSON")

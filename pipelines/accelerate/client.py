@@ -1,8 +1,9 @@
 """HTTP for Accelerate's `GET /invoices/since/{date}/`: auth header, retries, error mapping, streaming parse.
 
 The body is spooled to a temporary file while it downloads (so a truncated body is retried whole, and memory
-stays flat), then parsed item by item with ijson; numbers come back as `int` or `Decimal`, never float.
-It knows nothing of dlt: the resource in `pipelines.accelerate` turns these dicts into tables.
+stays flat); `pipelines.accelerate.reader` reads it, the fast way where it can, else with the general
+streaming parser here (ijson: numbers come back as `int` or `Decimal`, never float). It knows nothing of
+dlt.
 """
 
 from __future__ import annotations
@@ -41,11 +42,6 @@ class AccelerateClient:
 
     def invoices_since_url(self, since: date) -> str:
         return self.base_url + settings.INVOICES_SINCE_PATH.format(date=since.isoformat())
-
-    def invoices_since(self, since: date) -> Iterator[dict[str, Any]]:
-        """Every invoice whose last update is on or after `since`, one dict at a time."""
-        with self.download_invoices_since(since) as body:
-            yield from _parse_items(body)
 
     def download_invoices_since(self, since: date) -> IO[bytes]:
         """The whole body of invoices since `since`, spooled to a temporary file (the caller closes it)."""
@@ -108,8 +104,8 @@ def _refusal(status: int, since: date) -> Exception:
 
 
 def _parse_items(body: IO[bytes]) -> Iterator[dict[str, Any]]:
-    """Yield the objects of `{"items": [...]}`; a bare top-level array is read the same way."""
-    _refuse_unpaired_surrogates(body)
+    """Yield the objects of `{"items": [...]}`; a bare top-level array is read the same way. The caller has
+    refused half surrogate pairs first (`_refuse_unpaired_surrogates`), which ijson would turn into "?"."""
     count = 0
     try:
         for item in ijson.items(body, "items.item", use_float=False):

@@ -135,12 +135,7 @@ def read_batches(body: IO[bytes], spans: ItemSpans, batch_size: int) -> Iterator
 def _scan(buffer: bytes) -> tuple[np.ndarray, np.ndarray, int | None] | None:
     """Complete items in `buffer` (which starts outside any string, between items) as start and end
     offsets, and where the items array closes if it does. None if an item is not an object."""
-    data = np.frombuffer(buffer, np.uint8)
-    quotes = _unescaped_quotes(data)
-    structural = np.flatnonzero((data == 0x7B) | (data == 0x7D) | (data == 0x5B) | (data == 0x5D))
-    structural = structural[(np.searchsorted(quotes, structural) & 1) == 0]
-    chars = data[structural]
-    opens = (chars == _OPENERS[0]) | (chars == _OPENERS[1])
+    structural, chars, opens, _ = _brackets_outside_strings(np.frombuffer(buffer, np.uint8), in_string=False)
     depth_after = np.where(opens, 1, -1).cumsum()
     if len(depth_after) and int(depth_after.max()) > _MAX_DEPTH:
         return None  # arrow's JSON reader recurses per level and overflows the C stack (SIGSEGV) when deep
@@ -160,6 +155,18 @@ def _scan(buffer: bytes) -> tuple[np.ndarray, np.ndarray, int | None] | None:
     starts = structural[item_open]
     ends = structural[item_close] + 1
     return starts[: len(ends)], ends, closed_at
+
+
+def _brackets_outside_strings(
+    data: np.ndarray, in_string: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Positions of the brackets outside strings (`data` starting inside a string if `in_string`), their
+    bytes, whether each opens a level, and how many string quotes `data` holds."""
+    quotes = _unescaped_quotes(data)
+    structural = np.flatnonzero((data == 0x7B) | (data == 0x7D) | (data == 0x5B) | (data == 0x5D))
+    structural = structural[(np.searchsorted(quotes, structural) & 1) == int(in_string)]
+    chars = data[structural]
+    return structural, chars, (chars == _OPENERS[0]) | (chars == _OPENERS[1]), len(quotes)
 
 
 def _unescaped_quotes(data: np.ndarray) -> np.ndarray:
@@ -203,17 +210,14 @@ def deepest_nesting(body: IO[bytes], chunk_bytes: int = _CHUNK_BYTES) -> int:
             while cut > 0 and buffer[cut - 1] == _BACKSLASH:
                 cut -= 1  # a run of backslashes stays whole, with the byte it escapes
             buffer, carry = buffer[:cut], buffer[cut:]
-        data = np.frombuffer(buffer, np.uint8)
-        quotes = _unescaped_quotes(data)
-        structural = np.flatnonzero((data == 0x7B) | (data == 0x7D) | (data == 0x5B) | (data == 0x5D))
-        outside = (np.searchsorted(quotes, structural) & 1) == (1 if in_string else 0)
-        structural = structural[outside]
+        structural, _, opens, quote_count = _brackets_outside_strings(
+            np.frombuffer(buffer, np.uint8), in_string
+        )
         if len(structural):
-            chars = data[structural]
-            levels = depth + np.where((chars == _OPENERS[0]) | (chars == _OPENERS[1]), 1, -1).cumsum()
+            levels = depth + np.where(opens, 1, -1).cumsum()
             deepest = max(deepest, int(levels.max()))
             depth = int(levels[-1])
-        in_string ^= bool(len(quotes) & 1)
+        in_string ^= bool(quote_count & 1)
         if not chunk:
             body.seek(0)
             return deepest
