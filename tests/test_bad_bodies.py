@@ -363,6 +363,9 @@ def test_odd_but_readable_bodies_load_faithfully(scene: Scene) -> None:
     undated, largest = [i for i in everything if i["last_update_date"].startswith(today)][:2]
     del undated["last_update_date"]
     largest["paid_amount"] = Decimal("99999999999999999999999999999.999999999")
+    # a new version: an invoice sent again with the stamp it is stored with is the version already stored
+    stamp = dt.datetime.fromisoformat(largest["last_update_date"]) + dt.timedelta(seconds=1)
+    largest["last_update_date"] = stamp.strftime("%Y-%m-%d %H:%M:%S")
     scene.server.inject_body(items_body([largest, undated]), api="accelerate")
     scene.harness.run()
     stored = scene.harness.invoices()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -434,6 +435,70 @@ def test_cached_bodies_follow_business_days(world: World, monkeypatch: pytest.Mo
     assert after != first
     assert after == emulator_server.items_body(world.invoices_since(dt.date(2000, 1, 1)))
     assert late_id in [invoice["invoice_id"] for invoice in json.loads(after)["items"]]
+
+
+@pytest.mark.parametrize(
+    ("chunk_bytes", "buffers_per_send", "gathered"),
+    [(1, 1, True), (5_000, 3, True), (5_000, 3, False), (8 << 20, 1024, True)],
+)
+def test_a_cached_body_is_sent_in_pieces_that_make_the_same_bytes(
+    world: World, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int, buffers_per_send: int, gathered: bool
+) -> None:
+    monkeypatch.setattr(emulator_server, "CACHE_MIN_INVOICES", 0)
+    monkeypatch.setattr(emulator_server, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(emulator_server, "BUFFERS_PER_SEND", buffers_per_send)
+    monkeypatch.setattr(emulator_server, "_GATHERED_SENDS", gathered)
+    world.add_invoice(last_update_date="2024-12-02 10:00:00")
+    with EmulatorServer(world) as server:
+        assert len(items(since(server, "2024-12-02"))) == 1
+        assert items(since(server, "2099-01-01")) == []
+        for round_ in range(2):
+            if round_:  # the cache's runs now break around the day's changes
+                server.advance_day()
+                world.late_commit()
+            for day in ("2000-01-01", "2024-10-20", "2024-12-02", "2099-01-01"):  # all, some, one, none
+                expected = emulator_server.items_body(world.invoices_since(dt.date.fromisoformat(day)))
+                served = since(server, day)
+                assert served.content == expected, (round_, day)
+                assert int(served.headers["Content-Length"]) == len(expected)
+
+
+def test_gathered_sends_that_stop_part_way_resume_where_they_stopped() -> None:
+    class Trickle:
+        """A socket whose sendmsg takes at most 5 bytes a call, as one interrupted by signals might."""
+
+        def __init__(self) -> None:
+            self.received = b""
+
+        def sendmsg(self, buffers: list[bytes | memoryview]) -> int:
+            taken = b"".join(buffers)[:5]
+            self.received += taken
+            return len(taken)
+
+    buffers = [b"abc", memoryview(b"defghij")[1:], b"", b"klmnopqrstu", b"v"]
+    for limit in (0, 4, 9, 21):
+        connection = Trickle()
+        emulator_server._send_buffers(connection, iter(buffers), limit)  # type: ignore[arg-type]
+        assert connection.received == b"abcefghijklmnopqrstuv"[:limit]
+
+
+def test_a_dropped_cached_body_stops_at_half_its_promised_length(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(emulator_server, "CACHE_MIN_INVOICES", 0)
+    monkeypatch.setattr(emulator_server, "CHUNK_BYTES", 5_000)
+    monkeypatch.setattr(emulator_server, "BUFFERS_PER_SEND", 3)
+    expected = emulator_server.items_body(world.invoices_since(dt.date(2000, 1, 1)))
+    with EmulatorServer(world) as server:
+        server.inject("drop", api="accelerate")
+        path = f"{emulator_server.ACCELERATE_BASE_PATH}/invoices/since/2000-01-01"
+        request = f"GET {path} HTTP/1.1\r\nHost: emulator\r\napi-key: {server.accelerate_api_key}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+            connection.sendall(request.encode())
+            received = connection.makefile("rb").read()  # to the server's hang-up
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert f"Content-Length: {len(expected)}".encode() in head.split(b"\r\n")
+    assert body == expected[: len(expected) // 2]
 
 
 # ---- Qvalia over HTTP --------------------------------------------------------------------------------------

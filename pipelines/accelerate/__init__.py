@@ -22,13 +22,14 @@ import pyarrow.compute as pc
 from dlt.sources import DltResource
 
 from pipelines.accelerate import settings
-from pipelines.accelerate.arrow_json import prefer_system_allocator
 from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
 from pipelines.accelerate.convert import BatchConverter, paused_gc
+from pipelines.accelerate.memory import prefer_system_allocator, release_freed_memory
 from pipelines.accelerate.reader import item_batches, to_tables
 from pipelines.accelerate.schema import invoice_columns, line_columns
 from pipelines.accelerate.stale_lines import StoredLinePositions
+from pipelines.accelerate.stored_versions import StoredVersions
 from pipelines.delta_tables import writes_delta_tables
 
 __all__ = ["accelerate_source", "invoice", "next_since_date"]
@@ -91,6 +92,9 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
         else None
     )
     line_hints = LINE_HINTS if stored_lines is None else DELTA_LINE_HINTS
+    stored_versions = StoredVersions.read(
+        pipeline, dlt.current.source_schema(), _first_instant(since, config)
+    )
     progress = Progress()
     asked_at = datetime.now(UTC)
     prefer_system_allocator()
@@ -100,15 +104,21 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
                 for batch in item_batches(body):
                     for invoices, lines in to_tables(batch, converter):
                         newest = _later(newest, invoices)
-                        progress.add(invoices.num_rows, lines.num_rows)
+                        read = (invoices.num_rows, lines.num_rows)
+                        invoices, lines = stored_versions.drop_unchanged(invoices, lines)
+                        progress.add(*read, unchanged=read[0] - invoices.num_rows)
+                        if invoices.num_rows == 0:
+                            continue
                         if stored_lines is not None:
                             lines = stored_lines.with_tombstones(lines)
                         yield dlt.mark.with_hints(invoices, INVOICE_HINTS, create_table_variant=True)
                         yield dlt.mark.with_hints(lines, line_hints, create_table_variant=True)
         finally:
             client.close()
+    release_freed_memory()
     progress.done()
     state[settings.STATE_LAST_SINCE] = since.isoformat()
+    state[settings.STATE_LAST_RUN] = progress.figures()
     if newest is not None and newest > asked_at:
         # A stamp in the future (a clock or time zone wrong at the source) would move the next `since` past
         # changes not made yet, and they would be missed. The invoice is loaded; the cursor stops at now.
@@ -123,17 +133,21 @@ class Progress:
     without flooding a scheduler's log."""
 
     def __init__(self) -> None:
-        self.invoices = self.lines = 0
+        self.invoices = self.lines = self.unchanged = 0
         self._last_log: float | None = None
         self._logged = (-1, -1)
 
-    def add(self, invoices: int, lines: int) -> None:
+    def add(self, invoices: int, lines: int, unchanged: int) -> None:
         self.invoices += invoices
         self.lines += lines
+        self.unchanged += unchanged
         now = time.monotonic()
         if self._last_log is None or now - self._last_log >= settings.PROGRESS_SECONDS:
             self._last_log = now
             self._log()
+
+    def figures(self) -> dict[str, int]:
+        return {"invoices_read": self.invoices, "lines_read": self.lines, "unchanged": self.unchanged}
 
     def done(self) -> None:
         if self._logged != (self.invoices, self.lines):
@@ -141,7 +155,12 @@ class Progress:
 
     def _log(self) -> None:
         self._logged = (self.invoices, self.lines)
-        logger.info("accelerate: %s invoices, %s lines read", f"{self.invoices:,}", f"{self.lines:,}")
+        logger.info(
+            "accelerate: %s invoices, %s lines read; %s invoices unchanged since loaded (left out)",
+            f"{self.invoices:,}",
+            f"{self.lines:,}",
+            f"{self.unchanged:,}",
+        )
 
 
 def next_since_date(cursor: str | None, config: AccelerateSettings) -> date:
@@ -151,6 +170,11 @@ def next_since_date(cursor: str | None, config: AccelerateSettings) -> date:
         return config.start_date
     local_day = newest.astimezone(ZoneInfo(config.timezone)).date()
     return local_day - timedelta(days=config.lookback_days)
+
+
+def _first_instant(since: date, config: AccelerateSettings) -> datetime:
+    """The first moment the answer for `since` can hold: that day's midnight where Accelerate keeps time."""
+    return datetime.combine(since, datetime.min.time(), ZoneInfo(config.timezone)).astimezone(UTC)
 
 
 def _parse_cursor(value: str | None) -> datetime | None:

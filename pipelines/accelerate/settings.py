@@ -30,3 +30,5 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 STATE_CURSOR = "last_update_date"
 STATE_LAST_SINCE = "last_since_date"
 STATE_FIELD_TYPES = "field_types"
+# What the last run read, and how many of those invoices were already stored as they are (left out).
+STATE_LAST_RUN = "last_run"

@@ -19,7 +19,7 @@ import threading
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -45,6 +45,10 @@ DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 # by hand sees its edit at once; bigger ones are cached (see EmulatorServer._invoices_body).
 CACHE_MIN_INVOICES = 10_000
 CACHED_BODIES = 4
+# Invoices encoded for a cached body are joined into buffers of about this size, which the cache keeps.
+CHUNK_BYTES = 8 << 20
+# Buffers gathered into one system call when a cached body is sent: IOV_MAX on Linux and macOS.
+BUFFERS_PER_SEND = 1024
 
 Api = Literal["accelerate", "qvalia"]
 FaultKind = Literal["400", "401", "403", "404", "429", "500", "502", "503", "drop", "timeout", "html"]
@@ -94,10 +98,108 @@ class _Injection:
     response: _Response | None = None  # the "body" kind's fixed answer
 
 
+_ITEMS_HEAD = b'{"items":['
+_ITEMS_TAIL = b"]}"
+_COMMA = b","
+_GATHERED_SENDS = hasattr(socket.socket, "sendmsg")  # not on Windows
+
+
+@dataclass(frozen=True)
+class _ItemsBody:
+    """A cached Accelerate 200 body, {"items":[...]}, as runs of comma-separated invoices in the cache's buffers.
+
+    The body is `{"items":[` + the runs joined with commas + `]}`; it is sent run by run, never joined, so a
+    million-invoice body adds a few hundred views to the cache, not a 2 GB copy of what the cache holds.
+    """
+
+    runs: list[memoryview]
+    size: int
+
+    @classmethod
+    def of(cls, runs: list[memoryview]) -> _ItemsBody:
+        commas = max(0, len(runs) - 1)
+        return cls(runs, len(_ITEMS_HEAD) + sum(map(len, runs)) + commas + len(_ITEMS_TAIL))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def buffers(self) -> Iterator[bytes | memoryview]:
+        """The body's bytes in order."""
+        yield _ITEMS_HEAD
+        for index, run in enumerate(self.runs):
+            if index:
+                yield _COMMA
+            yield run
+        yield _ITEMS_TAIL
+
+
+class _RunsBuilder:
+    """Lays out a body's invoices as runs over the fragment cache, encoding and caching the ones it lacks.
+
+    The cache maps invoice_id to (last_update_date, buffer, start, end): the invoice's JSON is
+    buffer[start:end], and invoices cached together sit in one buffer separated by commas. Consecutive
+    invoices cached side by side become one run; invoices not cached (new, or changed since) are encoded and
+    joined into a new buffer of about CHUNK_BYTES. A fresh body is then a few hundred large runs, and a body
+    after a business day the old buffers' runs between the changed invoices. A buffer lives while the cache
+    or a body still points into it, so each business day adds its changed invoices' size until the cache is
+    emptied.
+    """
+
+    def __init__(self, fragments: dict[int, tuple[str, bytes, int, int]]) -> None:
+        self.fragments = fragments
+        self.runs: list[memoryview] = []
+        self.buffer: bytes | None = None  # the open run of cached invoices: buffer[start:end]
+        self.start = self.end = 0
+        self.fresh: list[tuple[int, str, bytes]] = []  # encoded, not joined yet: (invoice_id, stamp, json)
+        self.fresh_bytes = 0
+
+    def add(self, invoice: dict[str, Any]) -> None:
+        invoice_id = invoice["invoice_id"]
+        stamp = invoice["last_update_date"]
+        cached = self.fragments.get(invoice_id)
+        if cached is not None and cached[0] == stamp:
+            self._join_fresh()
+            _, buffer, start, end = cached
+            if buffer is self.buffer and start == self.end + 1:
+                self.end = end
+            else:
+                self._close_run()
+                self.buffer, self.start, self.end = buffer, start, end
+        else:
+            self._close_run()
+            encoded = dumps(invoice)
+            self.fresh.append((invoice_id, stamp, encoded))
+            self.fresh_bytes += len(encoded) + 1
+            if self.fresh_bytes >= CHUNK_BYTES:
+                self._join_fresh()
+
+    def finish(self) -> list[memoryview]:
+        self._close_run()
+        self._join_fresh()
+        return self.runs
+
+    def _close_run(self) -> None:
+        if self.buffer is not None:
+            self.runs.append(memoryview(self.buffer)[self.start : self.end])
+            self.buffer = None
+
+    def _join_fresh(self) -> None:
+        if not self.fresh:
+            return
+        buffer = b",".join([encoded for _, _, encoded in self.fresh])
+        start = 0
+        for invoice_id, stamp, encoded in self.fresh:
+            self.fragments[invoice_id] = (stamp, buffer, start, start + len(encoded))
+            start += len(encoded) + 1
+        self.runs.append(memoryview(buffer))
+        self.fresh = []
+        self.fresh_bytes = 0
+
+
 @dataclass
 class _Response:
     status: int
-    body: bytes
+    body: bytes | _ItemsBody
     content_type: str = JSON_TYPE
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -135,7 +237,7 @@ def items_body(items: Iterable[dict[str, Any]]) -> bytes:
     Encoding each invoice on its own keeps the strings compact (one emoji would otherwise widen a whole
     100,000-invoice document to four bytes a character) and the memory bounded.
     """
-    return b'{"items":[' + b",".join([dumps(item) for item in items]) + b"]}"
+    return _ITEMS_HEAD + b",".join([dumps(item) for item in items]) + _ITEMS_TAIL
 
 
 def _error_body(api: str, message: str) -> bytes:
@@ -178,8 +280,8 @@ class EmulatorServer:
         self._fault_rng = random.Random(self.faults.seed)
         self._fault_rng_source = self.faults
         self._injections: list[_Injection] = []
-        self._bodies: dict[tuple[date, int], bytes] = {}
-        self._fragments: dict[int, tuple[str, bytes]] = {}
+        self._bodies: dict[tuple[date, int], _ItemsBody] = {}
+        self._fragments: dict[int, tuple[str, bytes, int, int]] = {}
         self._cached_hand_edits = 0
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -408,12 +510,13 @@ class EmulatorServer:
             return _Response(400, _error_body("accelerate", "Invalid date: expected YYYY-MM-DD"))
         return _Response(200, self._invoices_body(since))
 
-    def _invoices_body(self, since: date) -> bytes:
+    def _invoices_body(self, since: date) -> bytes | _ItemsBody:
         """The 200 body for `since`, from caches when the world is big.
 
         Bodies are cached per (since, world.version), invoices per (invoice_id, last_update_date): every
         change the world makes moves last_update_date, so after a business day only that day's invoices are
-        encoded again. `world.mark_changed()` (after hand edits) empties both caches.
+        encoded again. `world.mark_changed()` (after hand edits) empties both caches. A cached body holds
+        the invoices' cached encodings, never one joined copy of them.
         """
         world = self.world
         with world.lock:
@@ -432,16 +535,11 @@ class EmulatorServer:
                 body = self._bodies[key] = self._encode_items(world.invoices_since(since))
             return body
 
-    def _encode_items(self, invoices: list[dict[str, Any]]) -> bytes:
-        fragments = self._fragments
-        parts = []
+    def _encode_items(self, invoices: list[dict[str, Any]]) -> _ItemsBody:
+        builder = _RunsBuilder(self._fragments)
         for invoice in invoices:
-            stamp = invoice["last_update_date"]
-            cached = fragments.get(invoice["invoice_id"])
-            if cached is None or cached[0] != stamp:
-                cached = fragments[invoice["invoice_id"]] = (stamp, dumps(invoice))
-            parts.append(cached[1])
-        return b'{"items":[' + b",".join(parts) + b"]}"
+            builder.add(invoice)
+        return _ItemsBody.of(builder.finish())
 
     def _qvalia_refusal(self, method: str, account: str, handler: _Handler) -> _Response | None:
         """Method, then key, then account: a wrong key learns nothing about which accounts exist."""
@@ -590,12 +688,48 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
-        body = memoryview(response.body)
-        if truncate:
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
+        body = response.body
+        limit = len(body) // 2 if truncate else len(body)
+        if isinstance(body, _ItemsBody):
+            _send_buffers(self.connection, body.buffers(), limit)
         else:
-            self.wfile.write(body)
+            self.wfile.write(memoryview(body)[:limit])
+        if truncate:
+            self.close_connection = True
+
+
+def _send_buffers(connection: socket.socket, buffers: Iterable[bytes | memoryview], limit: int) -> None:
+    """Send `buffers` in order and stop after `limit` bytes, gathering BUFFERS_PER_SEND into one sendmsg."""
+    gathered: list[bytes | memoryview] = []
+    left = limit
+    for buffer in buffers:
+        if left == 0:
+            break
+        if len(buffer) > left:
+            buffer = memoryview(buffer)[:left]
+        left -= len(buffer)
+        gathered.append(buffer)
+        if len(gathered) == BUFFERS_PER_SEND:
+            _send_all(connection, gathered)
+            gathered = []
+    _send_all(connection, gathered)
+
+
+def _send_all(connection: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    """Send every byte of `buffers`: sendmsg may stop part-way (a signal), and Windows has none."""
+    if not _GATHERED_SENDS:
+        for buffer in buffers:
+            connection.sendall(buffer)
+        return
+    while buffers:
+        sent = connection.sendmsg(buffers)
+        done = 0
+        while done < len(buffers) and sent >= len(buffers[done]):
+            sent -= len(buffers[done])
+            done += 1
+        buffers = buffers[done:]
+        if buffers and sent:
+            buffers[0] = memoryview(buffers[0])[sent:]
 
 
 class _HTTPServer(ThreadingHTTPServer):

@@ -636,7 +636,7 @@ class World:
             created = f"{days[day_index]} {_clock(seconds)}"
             later = random_() < 0.55 and day_index < last
             if later:
-                update_index = min(last, day_index + 1 + int(random_() * 25))
+                update_index = day_index + 1 + int(random_() * min(25, last - day_index))
                 updated = f"{days[update_index]} {_clock(HISTORY_DAY_START_S + int(random_() * span))}"
             else:
                 updated = f"{days[day_index]} {_clock(seconds + int(random_() * 900))}"

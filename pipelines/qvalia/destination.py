@@ -1,7 +1,6 @@
 """What the Qvalia side reads back from the destination: which invoices are still open, what status each
 had last time, and which orders were already invoiced. Plain SQL that every dlt SQL destination speaks;
-a table that does not exist yet reads as empty. Delta tables (the filesystem destination) are read with
-`deltalake` and queried by an in-memory DuckDB."""
+a table that does not exist yet reads as empty (see `pipelines.destination_query`)."""
 
 from __future__ import annotations
 
@@ -9,10 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dlt
-import duckdb
-from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
-from pipelines.delta_tables import read_delta_table, writes_delta_tables
+from pipelines.destination_query import query_rows
 from pipelines.errors import ConfigurationError
 from pipelines.qvalia import settings
 
@@ -48,7 +45,7 @@ def open_invoices(pipeline: dlt.Pipeline, id_field: str, include_final: bool) ->
             f"sources.qvalia.integration_id_field {id_field!r} is not a column of the invoice table "
             f"(columns include {', '.join(sorted(invoice_columns)[:8])}, ...)"
         )
-    sales = _query(
+    sales = query_rows(
         pipeline,
         "invoice",
         "SELECT {column} FROM {table} WHERE lower(invoice_type) = 'sales' AND {column} IS NOT NULL",
@@ -58,7 +55,7 @@ def open_invoices(pipeline: dlt.Pipeline, id_field: str, include_final: bool) ->
         return OpenInvoices()
     previous = {
         str(row[0]): KnownStatus(fingerprint=row[4], final=is_final(row[1], row[2], row[3]))
-        for row in _query(
+        for row in query_rows(
             pipeline,
             "invoice_status",
             "SELECT integration_id, status, paid_at, cancelled_at, fingerprint FROM {table}",
@@ -78,7 +75,7 @@ def open_invoices(pipeline: dlt.Pipeline, id_field: str, include_final: bool) ->
 
 def recorded_orders(pipeline: dlt.Pipeline) -> dict[str, str]:
     """integration_id -> state ('requested' or 'created') of every order this tool has handled."""
-    rows = _query(pipeline, "invoice_from_order", "SELECT integration_id, state FROM {table}")
+    rows = query_rows(pipeline, "invoice_from_order", "SELECT integration_id, state FROM {table}")
     return {str(integration_id): state for integration_id, state in rows or []}
 
 
@@ -99,32 +96,3 @@ def _columns(pipeline: dlt.Pipeline, table: str) -> set[str] | None:
         if table in schema.tables and schema.tables[table].get("columns"):
             return set(schema.tables[table]["columns"])
     return None
-
-
-def _query(pipeline: dlt.Pipeline, table: str, sql: str, column: str | None = None) -> list[tuple] | None:
-    """Rows, or None when the table is not there yet (nothing loaded so far)."""
-    if writes_delta_tables(pipeline):
-        return _query_delta_table(pipeline, table, sql, column)
-    try:
-        with pipeline.sql_client() as client:
-            qualified = client.make_qualified_table_name(table)
-            quoted = client.escape_column_name(column) if column else None
-            with client.execute_query(sql.format(table=qualified, column=quoted)) as cursor:
-                return [tuple(row) for row in cursor.fetchall()]
-    except DatabaseUndefinedRelation:
-        return None
-
-
-def _query_delta_table(
-    pipeline: dlt.Pipeline, table: str, sql: str, column: str | None
-) -> list[tuple] | None:
-    """The same SQL, run by an in-memory DuckDB over the Delta table read with `deltalake`."""
-    rows = read_delta_table(pipeline, table)
-    if rows is None:
-        return None
-    with duckdb.connect() as connection:
-        connection.register("stored", rows)
-        quoted = '"' + column.replace('"', '""') + '"' if column else None
-        return [
-            tuple(row) for row in connection.execute(sql.format(table="stored", column=quoted)).fetchall()
-        ]

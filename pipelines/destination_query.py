@@ -1,0 +1,65 @@
+"""Reading back what earlier runs loaded, with one call whatever the destination.
+
+Both sources decide what to do from what the destination already holds (which invoice versions are
+stored, which invoices are open, which orders were handled). On SQL destinations that is plain SQL with
+`%s` parameters, which every dlt SQL client takes; Delta tables (the filesystem destination) are read with
+`deltalake` and the same SQL runs in an in-memory DuckDB. A table that does not exist yet reads as None.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dlt
+import duckdb
+import pyarrow as pa
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+from pipelines.delta_tables import read_delta_table, writes_delta_tables
+
+
+def query_rows(
+    pipeline: dlt.Pipeline, table: str, sql: str, *params: Any, column: str | None = None
+) -> list[tuple] | None:
+    """`sql` with `{table}` (and `{column}`, quoted) filled in, as tuples; None when the table is not there."""
+    return _run(pipeline, table, sql, params, column)
+
+
+def query_table(
+    pipeline: dlt.Pipeline, table: str, sql: str, *params: Any, names: list[str]
+) -> pa.Table | None:
+    """`sql`'s answer as an arrow table whose columns are `names` (one per selected value); None when the
+    table is not there. Built from the fetched rows: dlt's `cursor.arrow()` does not work with DuckDB 2."""
+    rows = query_rows(pipeline, table, sql, *params)
+    if rows is None:
+        return None
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    return pa.table({name: pa.array(values) for name, values in zip(names, columns, strict=True)})
+
+
+def _run(
+    pipeline: dlt.Pipeline, table: str, sql: str, params: tuple, column: str | None
+) -> list[tuple] | None:
+    if writes_delta_tables(pipeline):
+        return _run_on_delta_table(pipeline, table, sql, params, column)
+    try:
+        with pipeline.sql_client() as client:
+            qualified = client.make_qualified_table_name(table)
+            quoted = client.escape_column_name(column) if column else None
+            with client.execute_query(sql.format(table=qualified, column=quoted), *params) as cursor:
+                return [tuple(row) for row in cursor.fetchall()]
+    except DatabaseUndefinedRelation:
+        return None
+
+
+def _run_on_delta_table(
+    pipeline: dlt.Pipeline, table: str, sql: str, params: tuple, column: str | None
+) -> list[tuple] | None:
+    rows = read_delta_table(pipeline, table)
+    if rows is None:
+        return None
+    with duckdb.connect() as connection:
+        connection.register("stored", rows)
+        quoted = '"' + column.replace('"', '""') + '"' if column else None
+        cursor = connection.execute(sql.format(table="stored", column=quoted).replace("%s", "?"), params)
+        return [tuple(row) for row in cursor.fetchall()]

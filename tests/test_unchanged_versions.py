@@ -1,0 +1,77 @@
+"""A run loads only what changed: invoices it reads again (the lookback window) whose version the
+destination already holds are left out, and anything the destination lacks is loaded, whatever the reason."""
+
+from __future__ import annotations
+
+import duckdb
+
+from pipelines.emulator import World
+from pipelines.invoices import run_job
+
+from conftest import Harness
+
+
+def load_ids(harness: Harness) -> set[str]:
+    return {
+        load_id
+        for table in ("invoice", "invoice_line")
+        for (load_id,) in harness.query(f"SELECT DISTINCT _dlt_load_id FROM billing.{table}")
+    }
+
+
+def test_a_rerun_with_nothing_changed_loads_nothing_again(harness: Harness, world: World) -> None:
+    harness.run()
+    first_load = load_ids(harness)
+    summary = harness.run()
+    read = summary.accelerate_read
+    assert read["invoices_read"] > 0, "the lookback window must hold invoices for this test to mean anything"
+    assert read["unchanged"] == read["invoices_read"]
+    assert summary.rows == {}
+    assert load_ids(harness) == first_load, "no stored row was written again"
+    assert any("were left out" in line for line in summary.lines())
+    harness.assert_equals_world(world)
+
+
+def test_a_business_day_loads_exactly_the_invoices_it_changed(harness: Harness, world: World) -> None:
+    harness.run()
+    for _ in range(2):
+        changes = world.advance_day()
+        summary = harness.run()
+        read = summary.accelerate_read
+        changed = set(changes.invoices_changed)
+        assert read["invoices_read"] > len(changed), "the window re-reads invoices that did not change"
+        assert read["invoices_read"] - read["unchanged"] == len(changed)
+        assert summary.rows["invoice"] == len(changed)
+        newest_load = max(load_ids(harness))
+        reloaded = {
+            invoice_id
+            for (invoice_id,) in harness.query(
+                f"SELECT invoice_id FROM billing.invoice WHERE _dlt_load_id = '{newest_load}'"
+            )
+        }
+        assert reloaded == changed
+        harness.assert_equals_world(world)
+
+
+def test_rows_deleted_from_the_destination_are_loaded_again(harness: Harness, world: World) -> None:
+    harness.run()
+    in_window = sorted(world.invoices, key=lambda invoice_id: world.invoices[invoice_id]["last_update_date"])[
+        -3:
+    ]
+    ids = ", ".join(str(invoice_id) for invoice_id in in_window)
+    with duckdb.connect(str(harness.database)) as connection:
+        connection.execute(f"DELETE FROM billing.invoice WHERE invoice_id IN ({ids})")
+        connection.execute(f"DELETE FROM billing.invoice_line WHERE invoice_id IN ({ids})")
+    summary = harness.run()
+    assert summary.rows["invoice"] == len(in_window)
+    harness.assert_equals_world(world)
+
+
+def test_a_full_refresh_reloads_everything(harness: Harness, world: World) -> None:
+    harness.run()
+    world.advance_day()
+    assert harness.run().rows["invoice"] < len(world.invoices)
+    refreshed = run_job(harness.pipeline, accelerate=harness.source(), only="accelerate", full_refresh=True)
+    assert refreshed.rows["invoice"] == len(world.invoices)
+    assert refreshed.accelerate_read["unchanged"] == 0
+    harness.assert_equals_world(world)
