@@ -8,6 +8,7 @@ stored, which invoices are open, which orders were handled). On SQL destinations
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import dlt
@@ -19,18 +20,28 @@ from pipelines.delta_tables import read_delta_table, writes_delta_tables
 
 
 def query_rows(
-    pipeline: dlt.Pipeline, table: str, sql: str, *params: Any, column: str | None = None
+    pipeline: dlt.Pipeline,
+    table: str,
+    sql: str,
+    *params: Any,
+    columns: Mapping[str, str] | None = None,
 ) -> list[tuple] | None:
-    """`sql` with `{table}` (and `{column}`, quoted) filled in, as tuples; None when the table is not there."""
-    return _run(pipeline, table, sql, params, column)
+    """`sql` with `{table}`, `{loads}` (dlt's record of completed loads) and each of `columns`' placeholders
+    filled in with quoted names, as tuples; None when the table is not there."""
+    return _run(pipeline, table, sql, params, dict(columns or {}))
 
 
 def query_table(
-    pipeline: dlt.Pipeline, table: str, sql: str, *params: Any, names: list[str]
+    pipeline: dlt.Pipeline,
+    table: str,
+    sql: str,
+    *params: Any,
+    names: list[str],
+    columns: Mapping[str, str] | None = None,
 ) -> pa.Table | None:
     """`sql`'s answer as an arrow table whose columns are `names` (one per selected value); None when the
     table is not there. Built from the fetched rows: dlt's `cursor.arrow()` does not work with DuckDB 2."""
-    rows = query_rows(pipeline, table, sql, *params)
+    rows = query_rows(pipeline, table, sql, *params, columns=columns)
     if rows is None:
         return None
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
@@ -38,28 +49,30 @@ def query_table(
 
 
 def _run(
-    pipeline: dlt.Pipeline, table: str, sql: str, params: tuple, column: str | None
+    pipeline: dlt.Pipeline, table: str, sql: str, params: tuple, columns: dict[str, str]
 ) -> list[tuple] | None:
     if writes_delta_tables(pipeline):
-        return _run_on_delta_table(pipeline, table, sql, params, column)
+        return _run_on_delta_table(pipeline, table, sql, params, columns)
     try:
         with pipeline.sql_client() as client:
-            qualified = client.make_qualified_table_name(table)
-            quoted = client.escape_column_name(column) if column else None
-            with client.execute_query(sql.format(table=qualified, column=quoted), *params) as cursor:
+            names = {key: client.escape_column_name(name) for key, name in columns.items()}
+            names["table"] = client.make_qualified_table_name(table)
+            if "{loads}" in sql:
+                names["loads"] = client.make_qualified_table_name(pipeline.default_schema.loads_table_name)
+            with client.execute_query(sql.format(**names), *params) as cursor:
                 return [tuple(row) for row in cursor.fetchall()]
     except DatabaseUndefinedRelation:
         return None
 
 
 def _run_on_delta_table(
-    pipeline: dlt.Pipeline, table: str, sql: str, params: tuple, column: str | None
+    pipeline: dlt.Pipeline, table: str, sql: str, params: tuple, columns: dict[str, str]
 ) -> list[tuple] | None:
     rows = read_delta_table(pipeline, table)
     if rows is None:
         return None
     with duckdb.connect() as connection:
         connection.register("stored", rows)
-        quoted = '"' + column.replace('"', '""') + '"' if column else None
-        cursor = connection.execute(sql.format(table="stored", column=quoted).replace("%s", "?"), params)
+        names = {key: '"' + name.replace('"', '""') + '"' for key, name in columns.items()}
+        cursor = connection.execute(sql.format(table="stored", **names).replace("%s", "?"), params)
         return [tuple(row) for row in cursor.fetchall()]

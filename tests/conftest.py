@@ -22,7 +22,7 @@ from pipelines.qvalia import qvalia_source
 LONDON = ZoneInfo("Europe/London")
 TIMESTAMP_FIELDS = {"creation_date", "last_update_date"}
 DATE_FIELDS = {"tax_date", "due_date", "sent_date", "paid_date", "void_date", "invoice_date"}
-DLT_COLUMNS = {"_dlt_load_id", "_dlt_id", "_lines_removed"}
+DLT_COLUMNS = {"_dlt_load_id", "_dlt_id", "_lines_removed", "_fingerprint"}
 
 
 @pytest.fixture

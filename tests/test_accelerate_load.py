@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import pytest
+
+from pipelines.accelerate import settings as accelerate_settings
 from pipelines.emulator import World
 
 from conftest import Harness
@@ -175,3 +178,16 @@ def test_a_future_stamp_is_loaded_but_the_cursor_stops_at_now(harness: Harness, 
     )
     assert before <= cursor <= after
     harness.assert_equals_world(world)
+
+
+def test_small_reads_joined_into_larger_items_load_the_world(
+    harness: Harness, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accelerate_settings, "BATCH_SIZE", 7)
+    monkeypatch.setattr(accelerate_settings, "ROWS_PER_ITEM", 40)
+    harness.run()
+    harness.assert_equals_world(world)
+    for _ in range(3):  # new fields appear in later read batches of the same item
+        world.advance_day()
+        harness.run()
+        harness.assert_equals_world(world)

@@ -50,6 +50,7 @@ def small_batches_and_fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     # others were handed to dlt.
     monkeypatch.setattr(accelerate_settings, "BATCH_SIZE", 4)
     monkeypatch.setattr(accelerate_settings, "DICT_BATCH_SIZE", 4)
+    monkeypatch.setattr(accelerate_settings, "ROWS_PER_ITEM", 4)
     monkeypatch.setenv("RUNTIME__REQUEST_BACKOFF_FACTOR", "0.05")
 
 

@@ -75,3 +75,28 @@ def test_a_full_refresh_reloads_everything(harness: Harness, world: World) -> No
     assert refreshed.rows["invoice"] == len(world.invoices)
     assert refreshed.accelerate_read["unchanged"] == 0
     harness.assert_equals_world(world)
+
+
+def test_an_invoice_changed_without_a_new_stamp_is_loaded(harness: Harness, world: World) -> None:
+    harness.run()
+    newest = max(world.invoices, key=lambda invoice_id: world.invoices[invoice_id]["last_update_date"])
+    world.invoices[newest]["payer_display_name"] = "renamed in the same second"
+    world.invoices[newest]["invoice_lines"] = world.invoices[newest]["invoice_lines"][:1]
+    world.mark_changed()
+    summary = harness.run()
+    assert summary.rows["invoice"] == 1
+    assert harness.invoices()[newest]["payer_display_name"] == "renamed in the same second"
+    harness.assert_equals_world(world)
+
+
+def test_rows_of_a_load_dlt_never_recorded_as_complete_are_loaded_again(
+    harness: Harness, world: World
+) -> None:
+    harness.run()
+    with duckdb.connect(str(harness.database)) as connection:
+        connection.execute("DELETE FROM billing._dlt_loads")  # as if the package had died before the end
+    summary = harness.run()
+    read = summary.accelerate_read
+    assert read["invoices_read"] > 0 and read["unchanged"] == 0
+    assert summary.rows["invoice"] == read["invoices_read"]
+    harness.assert_equals_world(world)

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import dlt
@@ -26,7 +26,7 @@ from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
 from pipelines.accelerate.convert import BatchConverter, paused_gc
 from pipelines.accelerate.memory import prefer_system_allocator, release_freed_memory
-from pipelines.accelerate.reader import item_batches, to_tables
+from pipelines.accelerate.reader import item_batches, joined, to_tables
 from pipelines.accelerate.schema import invoice_columns, line_columns
 from pipelines.accelerate.stale_lines import StoredLinePositions
 from pipelines.accelerate.stored_versions import StoredVersions
@@ -83,7 +83,6 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     state = dlt.current.resource_state()
     since = next_since_date(state.get(settings.STATE_CURSOR), config)
     converter = BatchConverter(config.timezone, state.setdefault(settings.STATE_FIELD_TYPES, {}))
-    newest: datetime | None = _parse_cursor(state.get(settings.STATE_CURSOR))
     logger.info("accelerate: asking for invoices updated since %s", since)
     pipeline = dlt.current.pipeline()
     stored_lines = (
@@ -95,28 +94,23 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     stored_versions = StoredVersions.read(
         pipeline, dlt.current.source_schema(), _first_instant(since, config)
     )
-    progress = Progress()
+    progress = Progress(newest=_parse_cursor(state.get(settings.STATE_CURSOR)))
     asked_at = datetime.now(UTC)
     prefer_system_allocator()
     with paused_gc():
         try:
             with client.download_invoices_since(since) as body:
-                for batch in item_batches(body):
-                    for invoices, lines in to_tables(batch, converter):
-                        newest = _later(newest, invoices)
-                        read = (invoices.num_rows, lines.num_rows)
-                        invoices, lines = stored_versions.drop_unchanged(invoices, lines)
-                        progress.add(*read, unchanged=read[0] - invoices.num_rows)
-                        if invoices.num_rows == 0:
-                            continue
-                        if stored_lines is not None:
-                            lines = stored_lines.with_tombstones(lines)
-                        yield dlt.mark.with_hints(invoices, INVOICE_HINTS, create_table_variant=True)
-                        yield dlt.mark.with_hints(lines, line_hints, create_table_variant=True)
+                changed = _new_versions(body, converter, stored_versions, progress)
+                for invoices, lines in joined(changed, settings.ROWS_PER_ITEM):
+                    if stored_lines is not None:
+                        lines = stored_lines.with_tombstones(lines)
+                    yield dlt.mark.with_hints(invoices, INVOICE_HINTS, create_table_variant=True)
+                    yield dlt.mark.with_hints(lines, line_hints, create_table_variant=True)
         finally:
             client.close()
     release_freed_memory()
     progress.done()
+    newest = progress.newest
     state[settings.STATE_LAST_SINCE] = since.isoformat()
     state[settings.STATE_LAST_RUN] = progress.figures()
     if newest is not None and newest > asked_at:
@@ -128,17 +122,32 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
         state[settings.STATE_CURSOR] = newest.isoformat()
 
 
+def _new_versions(
+    body: IO[bytes], converter: BatchConverter, stored: StoredVersions, progress: Progress
+) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """The invoices read (and their lines), less the versions the destination holds already."""
+    for batch in item_batches(body):
+        for invoices, lines in to_tables(batch, converter):
+            read = (invoices, lines.num_rows)
+            invoices, lines = stored.drop_unchanged(invoices, lines)
+            progress.add(*read, unchanged=read[0].num_rows - invoices.num_rows)
+            if invoices.num_rows:
+                yield invoices, lines
+
+
 class Progress:
     """Logs the first batch, then at most every PROGRESS_SECONDS, then the total: long backfills show life
     without flooding a scheduler's log."""
 
-    def __init__(self) -> None:
+    def __init__(self, newest: datetime | None) -> None:
         self.invoices = self.lines = self.unchanged = 0
+        self.newest = newest  # the newest last_update_date read so far (the cursor's next value)
         self._last_log: float | None = None
         self._logged = (-1, -1)
 
-    def add(self, invoices: int, lines: int, unchanged: int) -> None:
-        self.invoices += invoices
+    def add(self, invoices: pa.Table, lines: int, unchanged: int) -> None:
+        self.newest = _later(self.newest, invoices)
+        self.invoices += invoices.num_rows
         self.lines += lines
         self.unchanged += unchanged
         now = time.monotonic()

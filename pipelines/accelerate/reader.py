@@ -10,13 +10,13 @@ its shape errors. Both ways give the same tables (tests/test_fast_reader.py).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import ijson
 import pyarrow as pa
 
-from pipelines.accelerate import settings
+from pipelines.accelerate import fingerprint, settings
 from pipelines.accelerate.arrow_json import NewFields, read_document
 from pipelines.accelerate.client import (
     API,
@@ -57,16 +57,53 @@ def to_tables(
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """One (invoices, lines) pair for a batch arrow reads; a pair per DICT_BATCH_SIZE items otherwise."""
     if isinstance(batch, list):
-        yield converter.convert(batch)
+        fingerprints = fingerprint.of_parsed_items(batch)  # before `convert`, which takes the lines out
+        invoices, lines = converter.convert(batch)
+        yield fingerprint.with_fingerprints(invoices, fingerprints), lines
         return
+    fingerprints = fingerprint.of_raw_items(batch.raw_items())
     document = batch.newline_delimited()
     fast = None if document is None else _read_fast(batch, document, converter)
     if fast is not None:
-        yield fast
+        yield fingerprint.with_fingerprints(fast[0], fingerprints), fast[1]
         return
     items = batch.items()
     for start in range(0, len(items), settings.DICT_BATCH_SIZE):
-        yield converter.convert(decode_items(items[start : start + settings.DICT_BATCH_SIZE]))
+        invoices, lines = converter.convert(decode_items(items[start : start + settings.DICT_BATCH_SIZE]))
+        yield fingerprint.with_fingerprints(invoices, fingerprints[start : start + len(invoices)]), lines
+
+
+def joined(pairs: Iterable[tuple[pa.Table, pa.Table]], rows: int) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """Consecutive pairs put together until they hold `rows` invoices. Arrow reads small batches (its
+    memory is a few times the batch's bytes) while dlt, whose cost is per item, gets few large ones. The
+    tables are joined without copying (chunked columns); pairs that cannot be joined go one by one."""
+    invoices: list[pa.Table] = []
+    lines: list[pa.Table] = []
+    count = 0
+    for pair in pairs:
+        invoices.append(pair[0])
+        lines.append(pair[1])
+        count += pair[0].num_rows
+        if count >= rows:
+            yield from _concatenated(invoices, lines)
+            invoices, lines, count = [], [], 0
+    if invoices:
+        yield from _concatenated(invoices, lines)
+
+
+def _concatenated(invoices: list[pa.Table], lines: list[pa.Table]) -> Iterator[tuple[pa.Table, pa.Table]]:
+    if len(invoices) == 1:
+        yield invoices[0], lines[0]
+        return
+    try:
+        together = (
+            pa.concat_tables(invoices, promote_options="default"),
+            pa.concat_tables(lines, promote_options="default"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column typed two ways: dlt reconciles them per item
+        yield from zip(invoices, lines, strict=True)
+        return
+    yield together
 
 
 def _read_fast(

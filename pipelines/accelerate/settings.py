@@ -14,12 +14,13 @@ DEFAULT_START_DATE = date(2000, 1, 1)
 DEFAULT_LOOKBACK_DAYS = 1
 DEFAULT_TIMEZONE = "Europe/London"
 
-# Invoices per batch handed to dlt. dlt validates a table's hints once per item it is given (about 25 ms
-# for our two tables; no cache for arrow items), so batches are large; arrow reads one in ~40 MB. Measured
-# on 100k x 5 (bench/backfill.py --repeat 2): 10,000 a batch 9.4 s, 5,000 11.2 s; the run's peak RSS is
-# the DuckDB merge's either way (416 MB), the extract's own peak 349 MB against 284 MB. A batch that must
-# go the dict way is converted DICT_BATCH_SIZE at a time, as dicts take ~12 KB an invoice.
-BATCH_SIZE = 10_000
+# Invoices read by arrow's JSON reader at a time, and invoices per item handed to dlt (read batches are
+# joined without copying). Arrow's memory is a few times the batch's bytes, so reading is done small; dlt
+# validates a table's hints once per item it is given (about 25 ms for our two tables; no cache for arrow
+# items), so items are large. A batch that must go the dict way is converted DICT_BATCH_SIZE at a time,
+# as dicts take ~12 KB an invoice. Measured in bench/backfill.py: see the README's performance section.
+BATCH_SIZE = 2_500
+ROWS_PER_ITEM = 10_000
 DICT_BATCH_SIZE = 2_000
 # A long read logs its progress at most this often (the first batch and the total are always logged).
 PROGRESS_SECONDS = 5.0

@@ -97,6 +97,12 @@ class ItemBatch:
             bytes(self.region[s:e]) for s, e in zip(self.starts.tolist(), self.ends.tolist(), strict=True)
         ]
 
+    def raw_items(self) -> Iterator[memoryview]:
+        """Each item's bytes, as views (valid until the next batch)."""
+        region = self.region
+        for start, end in zip(self.starts.tolist(), self.ends.tolist(), strict=True):
+            yield region[start:end]
+
     def newline_delimited(self) -> memoryview | None:
         """The items one per line (what arrow's JSON reader takes), made in place by turning what lies
         between items (a comma, maybe spaces) into a newline and spaces; None if an item itself spans

@@ -2,10 +2,11 @@
 
 A run asks for every invoice updated since the cursor's day less `lookback_days` (late commits land in the
 past), so most of what it reads was loaded by the run before: all of it when nothing changed. Merging
-those rows again is correct but costs as much as loading them anew. An invoice whose `last_update_date`
-equals the stored one is the version already stored (Accelerate stamps every change), so it and its
-lines are left out. Read from the destination, not from state: what is stored is the truth, even after
-someone deleted rows by hand.
+those rows again is correct but costs as much as loading them anew. An invoice stored with the same
+fingerprint (`fingerprint.py`: a hash of its bytes as sent, lines included) is the version already
+stored, so it and its lines are left out. Read from the destination, not from state, and only rows of
+loads dlt recorded as complete: what is stored is the truth, even after someone deleted rows by hand, and a
+load that died half-way (its invoices merged, its lines not) is not taken for done.
 """
 
 from __future__ import annotations
@@ -19,22 +20,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.schema import Schema
 
+from pipelines.accelerate.fingerprint import FINGERPRINT
+from pipelines.delta_tables import writes_delta_tables
 from pipelines.destination_query import query_table
 
 logger = logging.getLogger(__name__)
 
-_KEY, _STAMP = "invoice_id", "last_update_date"
-_MICROSECONDS = pa.timestamp("us", tz="UTC")
-_SQL = f"SELECT {_KEY}, {_STAMP} FROM {{table}} WHERE {_STAMP} >= %s"
+_KEY, _STAMP, _LOAD_ID = "invoice_id", "last_update_date", "_dlt_load_id"
+_SQL = (
+    "SELECT {id}, {fingerprint} FROM {table} WHERE {stamp} >= %s AND {load_id} IN "
+    "(SELECT load_id FROM {loads} WHERE status = 0)"
+)
 
 
 class StoredVersions:
-    """(invoice_id, last_update_date) of the stored invoices updated since the run's first day, sorted by
-    id: two integers an invoice, so 16 MB for a million of them."""
+    """(invoice_id, fingerprint) of the stored invoices updated since the run's first day, sorted by id:
+    two integers an invoice, so 16 MB for a million of them."""
 
-    def __init__(self, ids: np.ndarray, stamps: np.ndarray) -> None:
+    def __init__(self, ids: np.ndarray, fingerprints: np.ndarray) -> None:
         self._ids = ids
-        self._stamps = stamps
+        self._fingerprints = fingerprints
 
     @classmethod
     def none(cls) -> StoredVersions:
@@ -42,23 +47,37 @@ class StoredVersions:
 
     @classmethod
     def read(cls, pipeline: dlt.Pipeline, extracting: Schema, since: datetime) -> StoredVersions:
-        """Versions stored with `last_update_date` at or after `since`. None when the schema being
-        extracted has no invoice table with both columns: the first run, or a full refresh, which drops
-        the stored rows (skipping them would lose them)."""
+        """Versions stored with `last_update_date` at or after `since`, by completed loads. None when the
+        schema being extracted has no invoice table with these columns (the first run, a full refresh,
+        which drops the stored rows, or tables loaded before fingerprints were kept), and on Delta tables,
+        whose loads record is not a table to join (every invoice read is loaded there, as before). The
+        read only saves work: if it fails, the run loads everything it reads."""
         columns = extracting.tables.get("invoice", {}).get("columns") or {}
-        if _KEY not in columns or _STAMP not in columns:
+        if not {_KEY, _STAMP, _LOAD_ID, FINGERPRINT} <= set(columns) or writes_delta_tables(pipeline):
             return cls.none()
-        stored = query_table(pipeline, "invoice", _SQL, since, names=[_KEY, _STAMP])
-        if stored is None or stored.num_rows == 0:
-            return cls.none()
-        ids, stamps = _as_integers(stored[_KEY]), _as_integers(stored[_STAMP])
-        if ids is None or stamps is None:
-            logger.info(
-                "accelerate: stored invoice versions are not comparable; every invoice read is loaded"
+        try:
+            stored = query_table(
+                pipeline,
+                "invoice",
+                _SQL,
+                since,
+                names=[_KEY, FINGERPRINT],
+                columns={"id": _KEY, "fingerprint": FINGERPRINT, "stamp": _STAMP, "load_id": _LOAD_ID},
+            )
+        except Exception as error:
+            logger.warning(
+                "accelerate: could not read which invoice versions are stored (%s); every invoice read is "
+                "loaded",
+                type(error).__name__,
             )
             return cls.none()
+        if stored is None or stored.num_rows == 0:
+            return cls.none()
+        ids, fingerprints = _as_integers(stored[_KEY]), _as_integers(stored[FINGERPRINT])
+        if ids is None or fingerprints is None:
+            return cls.none()
         order = np.argsort(ids, kind="stable")
-        return cls(ids[order], stamps[order])
+        return cls(ids[order], fingerprints[order])
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -68,34 +87,31 @@ class StoredVersions:
         if len(self._ids) == 0 or invoices.num_rows == 0:
             return invoices, lines
         ids = _as_integers(invoices[_KEY]) if _KEY in invoices.column_names else None
-        stamps = _as_integers(invoices[_STAMP]) if _STAMP in invoices.column_names else None
-        if ids is None or stamps is None:
+        fingerprints = _as_integers(invoices[FINGERPRINT]) if FINGERPRINT in invoices.column_names else None
+        if ids is None or fingerprints is None:
             return invoices, lines
         at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
-        unchanged = (self._ids[at] == ids) & (self._stamps[at] == stamps)
+        unchanged = (self._ids[at] == ids) & (self._fingerprints[at] == fingerprints)
         if not unchanged.any():
             return invoices, lines
         invoices = invoices.filter(pa.array(~unchanged))
-        if lines.num_rows and _KEY in lines.column_names:
-            skipped = pa.array(ids[unchanged], lines.schema.field(_KEY).type)
-            lines = lines.filter(pc.invert(pc.is_in(lines[_KEY], value_set=skipped)))
+        # An invoice sent twice in one batch, once as stored and once changed, keeps its lines.
+        skipped = np.setdiff1d(ids[unchanged], ids[~unchanged])
+        if len(skipped) and lines.num_rows and _KEY in lines.column_names:
+            skipped_ids = pa.array(skipped, lines.schema.field(_KEY).type)
+            lines = lines.filter(pc.invert(pc.is_in(lines[_KEY], value_set=skipped_ids)))
         return invoices, lines
 
 
 def _as_integers(column: pa.ChunkedArray) -> np.ndarray | None:
-    """Ids as int64 and stamps as UTC microseconds, or None for a column that is neither or has nulls (a
-    null stamp never matches, so such rows are simply loaded)."""
-    kind = column.type
+    """Ids and fingerprints as int64, or None for a column that is not whole numbers. A null gets a value no
+    id or fingerprint has, so it matches nothing and its row is loaded."""
+    if not (pa.types.is_integer(column.type) or pa.types.is_decimal(column.type)):
+        return None
     try:
-        if pa.types.is_timestamp(kind):
-            column = pc.cast(column, _MICROSECONDS if kind.tz else pa.timestamp("us"))
-            column = column.cast(pa.int64())
-        elif pa.types.is_integer(kind) or pa.types.is_decimal(kind):
-            column = pc.cast(column, pa.int64())
-        else:
-            return None
+        column = pc.cast(column, pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if column.null_count:
-        column = pc.fill_null(column, np.iinfo(np.int64).min)  # no real id or stamp is this
+        column = pc.fill_null(column, np.iinfo(np.int64).min)
     return column.to_numpy()

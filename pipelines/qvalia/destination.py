@@ -49,7 +49,7 @@ def open_invoices(pipeline: dlt.Pipeline, id_field: str, include_final: bool) ->
         pipeline,
         "invoice",
         "SELECT {column} FROM {table} WHERE lower(invoice_type) = 'sales' AND {column} IS NOT NULL",
-        column=id_field,
+        columns={"column": id_field},
     )
     if sales is None:
         return OpenInvoices()
