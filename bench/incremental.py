@@ -10,7 +10,8 @@ In the emulator's world an invoice updated after the day it was raised is update
 business days that have happened, so the last days of history gather the updates of invoices raised just
 before them: a business day holds ~1.1% of the invoices, rising over the last five weeks to ~2.3% on the day
 before the last and ~3.5% on the last. The first round reads ~6% of the rows, the second ~4-5% (the last day
-of history is still in its window), later ones ~1-2%: the table shows what each run read. The emulator runs in
+of history is still in its window), later ones ~1-2%: the table shows what each run read, and what it loaded
+(an invoice the destination holds with the same fingerprint is left out). The emulator runs in
 this process and encodes each run's body before the run starts, so the timings are the pipeline's.
 """
 

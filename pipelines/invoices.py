@@ -45,10 +45,10 @@ LOAD_WORKERS_SETTING = "load.workers"
 DUCKDB_LOAD_WORKERS = 1
 # DuckDB's own default is 80% of RAM; a merge of 500k lines then takes ~300 MB on top of the job. Capped,
 # DuckDB spills to disk instead, so a scheduled job stays small. Applies only when the user configured no
-# DuckDB credentials of their own (then theirs win). bench/backfill.py --flat-memory: 100MB gives a peak of
-# 356 MB at 100k invoices and 396 MB at 1M (5M lines merged in one transaction); 160MB gave 389 and 476;
-# 64MB ran out of memory in the transactional merge.
-DUCKDB_MEMORY_LIMIT = "100MB"
+# DuckDB credentials of their own (then theirs win). bench/backfill.py --repeat 3 at 100k invoices: 160MB
+# 7.7 s and 363 MB peak; 100MB 8.6 s and 328 MB (the merge spills: load 3.3 s -> 4.5 s); 64MB runs out of
+# memory in the transactional merge. Speed wins: 160MB.
+DUCKDB_MEMORY_LIMIT = "160MB"
 # dlt leaves DuckDB's `supports_transactions` unset, so a merge job (delete the stored versions, insert the
 # new ones) runs statement by statement in autocommit, unless its SQL happens to hold CREATE, ALTER or DROP
 # (the invoice merge does, in `created_by`; the line merge does not). A run killed or failing between the
