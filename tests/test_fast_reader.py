@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pipelines.accelerate.arrow_json import NewFields, read_items
 from pipelines.accelerate.convert import BatchConverter
-from pipelines.accelerate.fingerprint import of_raw_items, with_fingerprints
+from pipelines.accelerate.fingerprint import of_raw_items, seed_for, with_fingerprints
 from pipelines.accelerate.reader import decode_items, item_batches, joined, to_tables
 from pipelines.accelerate.splitter import ItemBatch, deepest_nesting, find_items, read_batches
 from pipelines.accelerate.surrogates import unpaired_surrogate_offset
@@ -98,7 +98,7 @@ def general_way(items: list[bytes], field_types: dict[str, Any]) -> tuple[pa.Tab
 
 def fingerprinted(items: list[bytes], tables: tuple[pa.Table, pa.Table]) -> tuple[pa.Table, pa.Table]:
     """What the reader hands on for a batch it split: the invoices carry their raw bytes' fingerprints."""
-    return with_fingerprints(tables[0], of_raw_items(items)), tables[1]
+    return with_fingerprints(tables[0], of_raw_items(items, seed_for(ZONE))), tables[1]
 
 
 def rows(table: pa.Table) -> list[dict[str, Any]]:

@@ -3,9 +3,17 @@ destination already holds are left out, and anything the destination lacks is lo
 
 from __future__ import annotations
 
-import duckdb
+import copy
+import datetime as dt
+from decimal import Decimal
 
+import duckdb
+import pytest
+
+from pipelines.accelerate import next_since_date
+from pipelines.accelerate.config import resolve_settings
 from pipelines.emulator import World
+from pipelines.emulator.server import items_body
 from pipelines.invoices import run_job
 
 from conftest import Harness
@@ -100,3 +108,42 @@ def test_rows_of_a_load_dlt_never_recorded_as_complete_are_loaded_again(
     assert read["invoices_read"] > 0 and read["unchanged"] == 0
     assert summary.rows["invoice"] == read["invoices_read"]
     harness.assert_equals_world(world)
+
+
+def general_outline(invoices: list[dict]) -> bytes:
+    """The same items with another top-level key, which the splitter leaves to the general parser."""
+    return b'{"count":' + str(len(invoices)).encode() + b"," + items_body(invoices)[1:]
+
+
+@pytest.mark.parametrize("outline", ["split and read by arrow", "read by the general parser"])
+def test_a_line_changed_without_a_new_stamp_is_loaded(harness: Harness, world: World, outline: str) -> None:
+    def serve(since: dt.date) -> None:
+        if outline == "read by the general parser":
+            harness.server.inject_body(general_outline(world.invoices_since(since)), api="accelerate")
+
+    serve(dt.date(2000, 1, 1))
+    harness.run()
+    cursor = harness.pipeline.state["sources"]["accelerate"]["resources"]["invoice"]["last_update_date"]
+    settings = resolve_settings(None, harness.server.accelerate_base_url, None, None, None)
+    newest = max(world.invoices, key=lambda invoice_id: world.invoices[invoice_id]["last_update_date"])
+    world.invoices[newest]["invoice_lines"][0]["description"] = "edited in the same second"
+    world.mark_changed()
+    serve(next_since_date(cursor, settings))
+    summary = harness.run()
+    assert summary.rows == {"invoice": 1, "invoice_line": len(world.invoices[newest]["invoice_lines"])}
+    harness.assert_equals_world(world)
+
+
+def test_an_invoice_sent_twice_keeps_its_newest_version(harness: Harness, world: World) -> None:
+    everything = copy.deepcopy(world.invoices_since(dt.date(2000, 1, 1)))
+    older = everything[-1]
+    newer = copy.deepcopy(older)
+    newer["paid_amount"] = Decimal("4321.00")
+    stamp = dt.datetime.fromisoformat(older["last_update_date"]) + dt.timedelta(seconds=1)
+    newer["last_update_date"] = stamp.strftime("%Y-%m-%d %H:%M:%S")
+    harness.server.inject_body(items_body([*everything[:-1], newer]), api="accelerate")
+    harness.run()
+    # the destination holds the newer version; an answer listing both must not put the older one back
+    harness.server.inject_body(items_body([*everything[:-1], older, newer]), api="accelerate")
+    harness.run()
+    assert harness.invoices()[newer["invoice_id"]]["paid_amount"] == Decimal("4321.00")

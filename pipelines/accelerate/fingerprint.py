@@ -21,17 +21,28 @@ import pyarrow as pa
 from xxhash import xxh3_64_intdigest
 
 FINGERPRINT = "_fingerprint"
+# Bump when the reader starts storing different values for the same bytes.
+_VERSION = 1
 
 
-def of_raw_items(items: Iterable[bytes | memoryview]) -> pa.Array:
+def seed_for(timezone: str) -> int:
+    """What else decides the stored values: the reading's version and the zone naive stamps are read in.
+    Change either and every invoice read is loaded again, converted the new way."""
+    return xxh3_64_intdigest(f"{_VERSION}|{timezone}".encode())
+
+
+def of_raw_items(items: Iterable[bytes | memoryview], seed: int) -> pa.Array:
     """One fingerprint per raw item (its exact bytes)."""
-    return _as_array(xxh3_64_intdigest(item) for item in items)
+    return _as_array(xxh3_64_intdigest(item, seed) for item in items)
 
 
-def of_parsed_items(items: Iterable[dict[str, Any]]) -> pa.Array:
-    """One fingerprint per parsed item, from a canonical serialisation (keys sorted, decimals as text)."""
+def of_parsed_items(items: Iterable[dict[str, Any]], seed: int) -> pa.Array:
+    """One fingerprint per parsed item, from a canonical serialisation (keys sorted; a decimal marked as
+    one, so it never hashes like the same digits sent as a string)."""
     return _as_array(
-        xxh3_64_intdigest(json.dumps(item, sort_keys=True, separators=(",", ":"), default=_text).encode())
+        xxh3_64_intdigest(
+            json.dumps(item, sort_keys=True, separators=(",", ":"), default=_marked).encode(), seed
+        )
         for item in items
     )
 
@@ -47,7 +58,7 @@ def _as_array(digests: Iterable[int]) -> pa.Array:
     return pa.array(np.fromiter(digests, np.uint64).view(np.int64))
 
 
-def _text(value: Any) -> str:
+def _marked(value: Any) -> dict[str, str]:
     if isinstance(value, Decimal):
-        return str(value)
-    return repr(value)
+        return {"$decimal": str(value)}
+    return {"$" + type(value).__name__: repr(value)}

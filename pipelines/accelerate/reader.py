@@ -56,12 +56,13 @@ def to_tables(
     batch: ItemBatch | list[dict[str, Any]], converter: BatchConverter
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """One (invoices, lines) pair for a batch arrow reads; a pair per DICT_BATCH_SIZE items otherwise."""
+    seed = fingerprint.seed_for(converter.timezone)
     if isinstance(batch, list):
-        fingerprints = fingerprint.of_parsed_items(batch)  # before `convert`, which takes the lines out
+        fingerprints = fingerprint.of_parsed_items(batch, seed)  # before `convert`, which takes the lines out
         invoices, lines = converter.convert(batch)
         yield fingerprint.with_fingerprints(invoices, fingerprints), lines
         return
-    fingerprints = fingerprint.of_raw_items(batch.raw_items())
+    fingerprints = fingerprint.of_raw_items(batch.raw_items(), seed)
     document = batch.newline_delimited()
     fast = None if document is None else _read_fast(batch, document, converter)
     if fast is not None:

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 _KEY, _STAMP, _LOAD_ID = "invoice_id", "last_update_date", "_dlt_load_id"
 _SQL = (
     "SELECT {id}, {fingerprint} FROM {table} WHERE {stamp} >= %s AND {load_id} IN "
-    "(SELECT load_id FROM {loads} WHERE status = 0)"
+    "(SELECT {loads_load_id} FROM {loads} WHERE {loads_status} = 0)"
 )
 
 
@@ -62,7 +62,14 @@ class StoredVersions:
                 _SQL,
                 since,
                 names=[_KEY, FINGERPRINT],
-                columns={"id": _KEY, "fingerprint": FINGERPRINT, "stamp": _STAMP, "load_id": _LOAD_ID},
+                columns={
+                    "id": _KEY,
+                    "fingerprint": FINGERPRINT,
+                    "stamp": _STAMP,
+                    "load_id": _LOAD_ID,
+                    "loads_load_id": "load_id",
+                    "loads_status": "status",
+                },
             )
         except Exception as error:
             logger.warning(
@@ -92,12 +99,14 @@ class StoredVersions:
             return invoices, lines
         at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
         unchanged = (self._ids[at] == ids) & (self._fingerprints[at] == fingerprints)
+        # An invoice sent twice in one batch, once as stored and once not, goes whole to the merge, whose
+        # dedup keeps the newest `last_update_date`: left out, the stored one would be replaced by the other.
+        unchanged &= ~np.isin(ids, ids[~unchanged])
         if not unchanged.any():
             return invoices, lines
         invoices = invoices.filter(pa.array(~unchanged))
-        # An invoice sent twice in one batch, once as stored and once changed, keeps its lines.
-        skipped = np.setdiff1d(ids[unchanged], ids[~unchanged])
-        if len(skipped) and lines.num_rows and _KEY in lines.column_names:
+        skipped = np.unique(ids[unchanged])
+        if lines.num_rows and _KEY in lines.column_names:
             skipped_ids = pa.array(skipped, lines.schema.field(_KEY).type)
             lines = lines.filter(pc.invert(pc.is_in(lines[_KEY], value_set=skipped_ids)))
         return invoices, lines
