@@ -44,8 +44,8 @@ def query_table(
     rows = query_rows(pipeline, table, sql, *params, columns=columns)
     if rows is None:
         return None
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return pa.table({name: pa.array(values) for name, values in zip(names, columns, strict=True)})
+    by_column = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    return pa.table({name: pa.array(values) for name, values in zip(names, by_column, strict=True)})
 
 
 def _run(

@@ -86,9 +86,6 @@ class StoredVersions:
         order = np.argsort(ids, kind="stable")
         return cls(ids[order], fingerprints[order])
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
     def drop_unchanged(self, invoices: pa.Table, lines: pa.Table) -> tuple[pa.Table, pa.Table]:
         """The invoices whose version is not stored yet, and their lines (tombstones included)."""
         if len(self._ids) == 0 or invoices.num_rows == 0:
