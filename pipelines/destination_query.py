@@ -13,7 +13,6 @@ from typing import Any
 
 import dlt
 import duckdb
-import pyarrow as pa
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
 from pipelines.delta_tables import read_delta_table, writes_delta_tables
@@ -29,23 +28,6 @@ def query_rows(
     """`sql` with `{table}`, `{loads}` (dlt's record of completed loads) and each of `columns`' placeholders
     filled in with quoted names, as tuples; None when the table is not there."""
     return _run(pipeline, table, sql, params, dict(columns or {}))
-
-
-def query_table(
-    pipeline: dlt.Pipeline,
-    table: str,
-    sql: str,
-    *params: Any,
-    names: list[str],
-    columns: Mapping[str, str] | None = None,
-) -> pa.Table | None:
-    """`sql`'s answer as an arrow table whose columns are `names` (one per selected value); None when the
-    table is not there. Built from the fetched rows: dlt's `cursor.arrow()` does not work with DuckDB 2."""
-    rows = query_rows(pipeline, table, sql, *params, columns=columns)
-    if rows is None:
-        return None
-    by_column = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return pa.table({name: pa.array(values) for name, values in zip(names, by_column, strict=True)})
 
 
 def _run(

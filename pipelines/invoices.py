@@ -20,7 +20,6 @@ from typing import Any
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.destination.exceptions import UnknownDestinationModule
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from filelock import FileLock, Timeout
 
@@ -28,6 +27,7 @@ from pipelines.accelerate import accelerate_source
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.delta_tables import TABLE_FORMAT as DELTA_FORMAT
 from pipelines.delta_tables import writes_delta_tables
+from pipelines.duckdb_memory import capped_credentials
 from pipelines.errors import ConcurrentRunError, ConfigurationError, PipelineError
 from pipelines.qvalia import qvalia_source
 
@@ -35,20 +35,11 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "invoices"
 DEFAULT_DATASET = "billing"
-# Arrow tables skip dlt's row normaliser, which is what would add `_dlt_load_id`; we want it on every row
-# (which load brought this version), so it is on unless the user's config says otherwise.
-LOAD_ID_SETTING = "normalize.parquet_normalizer.add_dlt_load_id"
 # dlt loads a package's jobs on up to 20 threads. DuckDB runs one writer at a time anyway, so parallel
 # jobs (the invoice and line copies) only add their working memory together: one at a time, the load's
 # peak RSS is ~35 MB lower at 100k invoices and no slower (bench/backfill.py). The user's setting wins.
 LOAD_WORKERS_SETTING = "load.workers"
 DUCKDB_LOAD_WORKERS = 1
-# DuckDB's own default is 80% of RAM; a merge of 500k lines then takes ~300 MB on top of the job. Capped,
-# DuckDB spills to disk instead, so a scheduled job stays small. Applies only when the user configured no
-# DuckDB credentials of their own (then theirs win). bench/backfill.py --repeat 3 at 100k invoices: 160MB
-# 7.7 s and 363 MB peak; 100MB 8.6 s and 328 MB (the merge spills: load 3.3 s -> 4.5 s); 64MB runs out of
-# memory in the transactional merge. Speed wins: 160MB.
-DUCKDB_MEMORY_LIMIT = "160MB"
 # dlt leaves DuckDB's `supports_transactions` unset, so a merge job (delete the stored versions, insert the
 # new ones) runs statement by statement in autocommit, unless its SQL happens to hold CREATE, ALTER or DROP
 # (the invoice merge does, in `created_by`; the line merge does not). A run killed or failing between the
@@ -114,8 +105,6 @@ def make_pipeline(
     pipelines_dir: str | None = None,
 ) -> dlt.Pipeline:
     """A pipeline whose DuckDB default is `<pipeline_name>.duckdb` in the working folder (dlt's own rule)."""
-    if dlt.config.get(LOAD_ID_SETTING) is None:
-        dlt.config[LOAD_ID_SETTING] = True
     if _is_duckdb(destination) and dlt.config.get(LOAD_WORKERS_SETTING) is None:
         dlt.config[LOAD_WORKERS_SETTING] = DUCKDB_LOAD_WORKERS
     if destination == "duckdb":
@@ -145,11 +134,9 @@ def _is_duckdb(destination: Any) -> bool:
 
 
 def duckdb_destination(path: str) -> Any:
-    """A DuckDB file destination with the job's memory cap (see DUCKDB_MEMORY_LIMIT), merging in
-    transactions (see DUCKDB_CAPABILITIES)."""
-    credentials = DuckDbCredentials(path)
-    credentials.global_config = {"memory_limit": DUCKDB_MEMORY_LIMIT}
-    return dlt.destinations.duckdb(credentials, **DUCKDB_CAPABILITIES)
+    """A DuckDB file destination with the job's memory cap (see duckdb_memory.py), merging in transactions
+    (see DUCKDB_CAPABILITIES)."""
+    return dlt.destinations.duckdb(capped_credentials(path), **DUCKDB_CAPABILITIES)
 
 
 @contextmanager

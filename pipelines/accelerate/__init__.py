@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 
 import dlt
 import pyarrow as pa
-import pyarrow.compute as pc
 from dlt.sources import DltResource
 
 from pipelines.accelerate import settings
@@ -27,34 +26,57 @@ from pipelines.accelerate.config import AccelerateSettings, resolve_settings
 from pipelines.accelerate.convert import BatchConverter, paused_gc
 from pipelines.accelerate.memory import prefer_system_allocator, release_freed_memory
 from pipelines.accelerate.reader import item_batches, joined, to_tables
+from pipelines.accelerate.repeated_ids import STAGE_DATA_DEDUPLICATED, RepeatedIds, quiet_dedup_sort_warning
 from pipelines.accelerate.schema import invoice_columns, line_columns
 from pipelines.accelerate.stale_lines import StoredLinePositions
 from pipelines.accelerate.stored_versions import StoredVersions
+from pipelines.arrow_arrays import latest_instant, repeated_string
 from pipelines.delta_tables import writes_delta_tables
+from pipelines.duckdb_memory import cap_merge_memory
 
 __all__ = ["accelerate_source", "invoice", "next_since_date"]
 
 logger = logging.getLogger(__name__)
 
-INVOICE_HINTS = dlt.mark.make_hints(
-    table_name="invoice", write_disposition="merge", primary_key="invoice_id", columns=invoice_columns()
-)
-# Lines merge on `invoice_id` (delete-insert): an updated invoice's old lines are all replaced by its
-# current ones, and a tombstone row deletes the lines of an invoice that has none left.
-LINE_HINTS = dlt.mark.make_hints(
-    table_name="invoice_line",
-    write_disposition="merge",
-    primary_key=["invoice_id", "line_position"],
-    merge_key="invoice_id",
-    columns=line_columns(),
-)
+LOAD_ID_COLUMN = "_dlt_load_id"
+
+
+def _sql_hints(deduplicated: bool) -> tuple[Any, Any]:
+    """Invoice and line hints for SQL destinations; `deduplicated` tells dlt's merge whether it may insert
+    the staged rows as they are (see repeated_ids.py)."""
+    table_hints = {STAGE_DATA_DEDUPLICATED: deduplicated}
+    invoice_hints = dlt.mark.make_hints(
+        table_name="invoice",
+        write_disposition="merge",
+        primary_key="invoice_id",
+        columns=invoice_columns(),
+        additional_table_hints=table_hints,
+    )
+    # Lines merge on `invoice_id` (delete-insert): an updated invoice's old lines are all replaced by its
+    # current ones, and a tombstone row deletes the lines of an invoice that has none left.
+    line_hints = dlt.mark.make_hints(
+        table_name="invoice_line",
+        write_disposition="merge",
+        primary_key=["invoice_id", "line_position"],
+        merge_key="invoice_id",
+        columns=line_columns(),
+        additional_table_hints=table_hints,
+    )
+    return invoice_hints, line_hints
+
+
+# Keyed by whether the staged rows hold each key once (no invoice repeated so far in the run).
+SQL_HINTS = {deduplicated: _sql_hints(deduplicated) for deduplicated in (True, False)}
 # Delta tables (the filesystem destination) merge by primary key only (upsert): no merge key; removed
 # lines are deleted by per-line tombstones instead (see stale_lines.py).
-DELTA_LINE_HINTS = dlt.mark.make_hints(
-    table_name="invoice_line",
-    write_disposition="merge",
-    primary_key=["invoice_id", "line_position"],
-    columns=line_columns(),
+DELTA_HINTS = (
+    SQL_HINTS[False][0],
+    dlt.mark.make_hints(
+        table_name="invoice_line",
+        write_disposition="merge",
+        primary_key=["invoice_id", "line_position"],
+        columns=line_columns(),
+    ),
 )
 
 
@@ -90,7 +112,10 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
         if writes_delta_tables(pipeline)
         else None
     )
-    line_hints = LINE_HINTS if stored_lines is None else DELTA_LINE_HINTS
+    repeated = RepeatedIds()
+    quiet_dedup_sort_warning()
+    cap_merge_memory(pipeline.destination, capped=True)
+    load_id = dlt.current.load_package_state()["load_id"]
     stored_versions = StoredVersions.read(
         pipeline, dlt.current.source_schema(), _first_instant(since, config)
     )
@@ -102,9 +127,14 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
             with client.download_invoices_since(since) as body:
                 changed = _new_versions(body, converter, stored_versions, progress)
                 for invoices, lines in joined(changed, settings.ROWS_PER_ITEM):
-                    if stored_lines is not None:
+                    if stored_lines is None:
+                        _note_repeats(repeated, invoices, pipeline)
+                        invoice_hints, line_hints = SQL_HINTS[not repeated.seen_repeat]
+                    else:
                         lines = stored_lines.with_tombstones(lines)
-                    yield dlt.mark.with_hints(invoices, INVOICE_HINTS, create_table_variant=True)
+                        invoice_hints, line_hints = DELTA_HINTS
+                    invoices, lines = with_load_id(invoices, load_id), with_load_id(lines, load_id)
+                    yield dlt.mark.with_hints(invoices, invoice_hints, create_table_variant=True)
                     yield dlt.mark.with_hints(lines, line_hints, create_table_variant=True)
         finally:
             client.close()
@@ -181,6 +211,24 @@ def next_since_date(cursor: str | None, config: AccelerateSettings) -> date:
     return local_day - timedelta(days=config.lookback_days)
 
 
+def _note_repeats(repeated: RepeatedIds, invoices: pa.Table, pipeline: dlt.Pipeline) -> None:
+    """Record the ids; at the first repeat, say so and let the de-duplicating merge have its memory."""
+    if repeated.seen_repeat:
+        return
+    repeated.add(invoices["invoice_id"])
+    if repeated.seen_repeat:
+        logger.info("accelerate: an invoice came twice in this answer; the merge keeps its newest version")
+        cap_merge_memory(pipeline.destination, capped=False)
+
+
+def with_load_id(table: pa.Table, load_id: str) -> pa.Table:
+    """Every row says which load brought its version. dlt would add `_dlt_load_id` to arrow items itself
+    (`normalize.parquet_normalizer.add_dlt_load_id`), but builds it with `pa.array`, which imports pandas
+    where it is installed: 41 MB of memory the run never uses (see arrow_arrays.py)."""
+    column = repeated_string(load_id, table.num_rows)
+    return table.append_column(pa.field(LOAD_ID_COLUMN, pa.string(), nullable=False), column)
+
+
 def _first_instant(since: date, config: AccelerateSettings) -> datetime:
     """The first moment the answer for `since` can hold: that day's midnight where Accelerate keeps time."""
     return datetime.combine(since, datetime.min.time(), ZoneInfo(config.timezone)).astimezone(UTC)
@@ -193,7 +241,7 @@ def _parse_cursor(value: str | None) -> datetime | None:
 def _later(current: datetime | None, invoices: pa.Table) -> datetime | None:
     if "last_update_date" not in invoices.column_names or invoices.num_rows == 0:
         return current
-    batch_max = pc.max(invoices["last_update_date"]).as_py()
+    batch_max = latest_instant(invoices["last_update_date"])
     if batch_max is None:
         return current
     return batch_max if current is None or batch_max > current else current

@@ -32,6 +32,7 @@ from pipelines.accelerate.schema import (
     LINES_FIELD,
     ColumnType,
 )
+from pipelines.arrow_arrays import from_numpy, to_numpy
 
 # What arrow's reader is asked for; dates and timestamps are read as text and converted afterwards,
 # exactly as the dict way converts them.
@@ -133,8 +134,8 @@ def _new_fields(
     new_line_fields = _unexpected(pa.schema(list(lists.type.value_type)), set(line_types))
     if new_line_fields:
         flat = pc.list_flatten(lists)
-        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-        offsets = lists.offsets.to_numpy(zero_copy_only=False)
+        parents = to_numpy(pc.list_parent_indices(lists))
+        offsets = to_numpy(lists.offsets)
         children = dict(zip([f.name for f in lists.type.value_type], flat.flatten(), strict=True))
         for name in new_line_fields:
             index = _first_valid(children[name])
@@ -148,7 +149,8 @@ def _unexpected(schema: pa.Schema, expected: set[str]) -> list[str]:
 
 
 def _first_valid(values: pa.Array) -> int:
-    return int(pc.index(pc.is_valid(values), True).as_py())
+    """Index of the first non-null value (the column is not all null: `_unexpected` left those out)."""
+    return int(np.argmax(to_numpy(pc.is_valid(values).cast(pa.int8()))))
 
 
 def _invoices(table: pa.Table, types: Mapping[str, ColumnType], timezone: str) -> pa.Table:
@@ -166,20 +168,20 @@ def _lines(table: pa.Table, types: Mapping[str, ColumnType], timezone: str) -> p
     lists = table[LINES_FIELD].combine_chunks()
     struct_type = lists.type.value_type
     lengths = pc.list_value_length(lists)
-    counts = lengths.fill_null(0).to_numpy(zero_copy_only=False)
+    counts = to_numpy(lengths, null_as=0)
     flat = pc.list_flatten(lists)
     if flat.null_count:
         raise _NotExact  # a null among the lines
     parents = np.repeat(np.arange(len(counts)), counts)
     starts = np.cumsum(counts) - counts
     positions = np.arange(len(flat), dtype=np.int64) - np.repeat(starts, counts) + 1
-    emptied = np.flatnonzero(lengths.fill_null(-1).to_numpy(zero_copy_only=False) == 0)
+    emptied = np.flatnonzero(to_numpy(lengths, null_as=-1) == 0)
     removed = len(emptied)
     children = dict(zip([field.name for field in struct_type], flat.flatten(), strict=True))
     arrays = [
-        pa.concat_arrays([invoice_ids.take(pa.array(parents)), invoice_ids.take(pa.array(emptied))]),
-        pa.array(np.concatenate([positions, np.zeros(removed, np.int64)])),
-        pa.array([None] * len(flat) + [True] * removed, pa.bool_()),
+        pa.concat_arrays([invoice_ids.take(from_numpy(parents)), invoice_ids.take(from_numpy(emptied))]),
+        from_numpy(np.concatenate([positions, np.zeros(removed, np.int64)])),
+        pa.concat_arrays([pa.nulls(len(flat), pa.bool_()), from_numpy(np.ones(removed, np.bool_))]),
     ]
     fields = [
         pa.field("invoice_id", ARROW_TYPES[ColumnType.BIGINT], nullable=False),

@@ -9,11 +9,13 @@ stored position the invoice no longer has, and the merge deletes exactly those r
 from __future__ import annotations
 
 import dlt
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.schema import Schema
 
 from pipelines.accelerate.schema import LINE_TOMBSTONE
+from pipelines.arrow_arrays import from_numpy
 from pipelines.delta_tables import read_delta_table
 
 _KEY = ["invoice_id", "line_position"]
@@ -63,7 +65,7 @@ class StoredLinePositions:
             field.name: (
                 stale[field.name]
                 if field.name in _KEY
-                else pa.array([True] * count, field.type)
+                else from_numpy(np.ones(count, np.bool_)).cast(field.type)
                 if field.name == LINE_TOMBSTONE
                 else pa.nulls(count, field.type)
             )

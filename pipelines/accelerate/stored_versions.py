@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 import dlt
 import numpy as np
@@ -21,12 +22,15 @@ import pyarrow.compute as pc
 from dlt.common.schema import Schema
 
 from pipelines.accelerate.fingerprint import FINGERPRINT
+from pipelines.arrow_arrays import from_numpy, to_numpy
 from pipelines.delta_tables import writes_delta_tables
-from pipelines.destination_query import query_table
+from pipelines.destination_query import query_rows
 
 logger = logging.getLogger(__name__)
 
 _KEY, _STAMP, _LOAD_ID = "invoice_id", "last_update_date", "_dlt_load_id"
+# A null id or fingerprint becomes a value none has, so it matches nothing and its row is loaded.
+_NULL = np.iinfo(np.int64).min
 _SQL = (
     "SELECT {id}, {fingerprint} FROM {table} WHERE {stamp} >= %s AND {load_id} IN "
     "(SELECT {loads_load_id} FROM {loads} WHERE {loads_status} = 0)"
@@ -56,12 +60,11 @@ class StoredVersions:
         if not {_KEY, _STAMP, _LOAD_ID, FINGERPRINT} <= set(columns) or writes_delta_tables(pipeline):
             return cls.none()
         try:
-            stored = query_table(
+            stored = query_rows(
                 pipeline,
                 "invoice",
                 _SQL,
                 since,
-                names=[_KEY, FINGERPRINT],
                 columns={
                     "id": _KEY,
                     "fingerprint": FINGERPRINT,
@@ -78,9 +81,10 @@ class StoredVersions:
                 type(error).__name__,
             )
             return cls.none()
-        if stored is None or stored.num_rows == 0:
+        if not stored:
             return cls.none()
-        ids, fingerprints = _as_integers(stored[_KEY]), _as_integers(stored[FINGERPRINT])
+        ids = _integers([row[0] for row in stored])
+        fingerprints = _integers([row[1] for row in stored])
         if ids is None or fingerprints is None:
             return cls.none()
         order = np.argsort(ids, kind="stable")
@@ -101,10 +105,10 @@ class StoredVersions:
         unchanged &= ~np.isin(ids, ids[~unchanged])
         if not unchanged.any():
             return invoices, lines
-        invoices = invoices.filter(pa.array(~unchanged))
+        invoices = invoices.filter(from_numpy(~unchanged))
         skipped = np.unique(ids[unchanged])
         if lines.num_rows and _KEY in lines.column_names:
-            skipped_ids = pa.array(skipped, lines.schema.field(_KEY).type)
+            skipped_ids = from_numpy(skipped).cast(lines.schema.field(_KEY).type)
             lines = lines.filter(pc.invert(pc.is_in(lines[_KEY], value_set=skipped_ids)))
         return invoices, lines
 
@@ -118,6 +122,22 @@ def _as_integers(column: pa.ChunkedArray) -> np.ndarray | None:
         column = pc.cast(column, pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if column.null_count:
-        column = pc.fill_null(column, np.iinfo(np.int64).min)
-    return column.to_numpy()
+    return to_numpy(column, null_as=_NULL)
+
+
+def _integers(values: list[Any]) -> np.ndarray | None:
+    """Stored ids or fingerprints (ints, or decimals where a destination keeps BIGINT as NUMBER) as int64,
+    a null as `_NULL`; None if one is not a whole number."""
+    try:
+        return np.fromiter(
+            (_NULL if value is None else _whole(value) for value in values), np.int64, count=len(values)
+        )
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _whole(value: Any) -> int:
+    number = int(value)
+    if number != value:
+        raise ValueError(f"{value!r} is not a whole number")
+    return number
