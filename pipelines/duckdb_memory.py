@@ -5,8 +5,9 @@ merge streams when the staged rows hold each key once (see accelerate/repeated_i
 little: bench/backfill.py at 100k invoices, load 2.4 s at 160MB against 2.9 s at 64MB, whose peak stays
 under 300 MB at 1M invoices (160MB: 316 MB). threads=1 and preserve_insertion_order=false changed nothing
 measurable. A load that must de-duplicate (an invoice came twice in the answer) sorts whole rows in a
-window, which at 1M invoices runs out of memory at 64MB, so that load alone runs with DuckDB's default.
-The cap applies only to credentials made here, never to DuckDB credentials the user configured.
+window, which at 1M invoices runs out of memory at 64MB, so that load runs with DuckDB's default, as do
+packages an interrupted run left (which may be such a load). The cap applies only to credentials made
+here, never to DuckDB credentials the user configured.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 MEMORY_LIMIT = "64MB"
+# DuckDB's own default, named: a value (not a missing key) is applied to every connection dlt opens.
+UNCAPPED = "80%"
 _CAP_MARK = "_invoice_pipelines_memory_cap"
 
 
@@ -27,14 +30,9 @@ def capped_credentials(path: str) -> DuckDbCredentials:
 
 
 def cap_merge_memory(destination: Any, capped: bool) -> None:
-    """Keep the cap for this load (`capped`), or lift it because the merge de-duplicates. Read when dlt
-    opens its next DuckDB connection, which it does for the load. Credentials the user configured are left
-    alone."""
+    """Put the cap on (`capped`), or lift it for a load that de-duplicates. Read when dlt opens its next
+    DuckDB connection, which it does for the load. Credentials the user configured are left alone."""
     credentials = getattr(destination, "config_params", {}).get("credentials")
     cap = getattr(credentials, _CAP_MARK, None)
-    if cap is None:
-        return
-    if capped:
-        credentials.global_config["memory_limit"] = cap
-    else:
-        credentials.global_config.pop("memory_limit", None)
+    if cap is not None:
+        credentials.global_config["memory_limit"] = cap if capped else UNCAPPED

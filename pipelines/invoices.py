@@ -25,9 +25,10 @@ from filelock import FileLock, Timeout
 
 from pipelines.accelerate import accelerate_source
 from pipelines.accelerate import settings as accelerate_settings
+from pipelines.accelerate.repeated_ids import quiet_dedup_sort_warning
 from pipelines.delta_tables import TABLE_FORMAT as DELTA_FORMAT
 from pipelines.delta_tables import writes_delta_tables
-from pipelines.duckdb_memory import capped_credentials
+from pipelines.duckdb_memory import cap_merge_memory, capped_credentials
 from pipelines.errors import ConcurrentRunError, ConfigurationError, PipelineError
 from pipelines.qvalia import qvalia_source
 
@@ -215,20 +216,29 @@ def run_source(pipeline: dlt.Pipeline, source: Any, refresh: str | None = None) 
     `run` loads only those and silently drops the data it was handed ("will not be extracted"): a rerun
     after a crash in normalize or load would then load nothing new, and a create-from-order record would
     be lost. So pending packages are normalized and loaded first, then the source runs."""
+    quiet_dedup_sort_warning()
     with friendly_errors():
         if pipeline.has_pending_data:
             logger.warning(
                 "finishing the load packages of an interrupted run of %s first", pipeline.pipeline_name
             )
-            pipeline.normalize()
-            pipeline.load()
+            # one of them may be a load that de-duplicates, which needs more than the cap
+            cap_merge_memory(pipeline.destination, capped=False)
+            try:
+                pipeline.normalize()
+                pipeline.load()
+            finally:
+                cap_merge_memory(pipeline.destination, capped=True)
         # dlt's filesystem destination merges only Delta (or Iceberg) tables; plain parquet files would
         # take every invoice version again on each run and keep removed lines.
         table_format = None
         if writes_delta_tables(pipeline):
             require_deltalake()
             table_format = DELTA_FORMAT
-        pipeline.run(source, refresh=refresh, table_format=table_format)
+        try:
+            pipeline.run(source, refresh=refresh, table_format=table_format)
+        finally:
+            cap_merge_memory(pipeline.destination, capped=True)  # the Accelerate resource may lift it
 
 
 def require_deltalake() -> None:

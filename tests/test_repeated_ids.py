@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
 from decimal import Decimal
+from pathlib import Path
 
+import dlt
 import numpy as np
 import pyarrow as pa
 import pytest
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from pipelines.accelerate import settings
 from pipelines.accelerate.repeated_ids import STAGE_DATA_DEDUPLICATED, RepeatedIds
-from pipelines.duckdb_memory import MEMORY_LIMIT
+from pipelines.duckdb_memory import MEMORY_LIMIT, UNCAPPED, cap_merge_memory, capped_credentials
 from pipelines.emulator import World
 from pipelines.emulator.server import items_body
 
@@ -68,7 +72,7 @@ def test_a_backfill_declares_its_staged_rows_unique(harness: Harness, world: Wor
 
 
 def test_an_invoice_repeated_in_a_later_item_keeps_its_newest_version(
-    harness: Harness, world: World, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(settings, "BATCH_SIZE", 4)
     monkeypatch.setattr(settings, "ROWS_PER_ITEM", 8)
@@ -81,11 +85,13 @@ def test_an_invoice_repeated_in_a_later_item_keeps_its_newest_version(
     newer["last_update_date"] = stamp.strftime("%Y-%m-%d %H:%M:%S")
     harness.server.inject_body(items_body([*everything, newer]), api="accelerate")
 
-    harness.run()
+    with caplog.at_level(logging.INFO, logger="pipelines.accelerate"):
+        harness.run()
 
+    assert any("came twice" in record.getMessage() for record in caplog.records)
     tables = harness.pipeline.default_schema.tables
     credentials = harness.pipeline.destination.config_params["credentials"]
-    assert "memory_limit" not in credentials.global_config, "a de-duplicating merge runs uncapped"
+    assert credentials.global_config["memory_limit"] == MEMORY_LIMIT, "the cap is back after the load"
     assert tables["invoice"][STAGE_DATA_DEDUPLICATED] is False
     assert tables["invoice_line"][STAGE_DATA_DEDUPLICATED] is False
     assert harness.query("SELECT count(*), count(DISTINCT invoice_id) FROM billing.invoice") == [
@@ -102,4 +108,18 @@ def test_an_invoice_repeated_in_a_later_item_keeps_its_newest_version(
     world.advance_day()
     harness.run()
     assert harness.pipeline.default_schema.tables["invoice"][STAGE_DATA_DEDUPLICATED] is True
-    assert credentials.global_config["memory_limit"] == MEMORY_LIMIT
+
+
+def test_the_memory_cap_is_lifted_only_on_credentials_made_by_the_job(tmp_path: Path) -> None:
+    ours = dlt.destinations.duckdb(capped_credentials(str(tmp_path / "ours.duckdb")))
+    cap_merge_memory(ours, capped=False)
+    assert ours.config_params["credentials"].global_config["memory_limit"] == UNCAPPED
+    cap_merge_memory(ours, capped=True)
+    assert ours.config_params["credentials"].global_config["memory_limit"] == MEMORY_LIMIT
+
+    users = DuckDbCredentials(str(tmp_path / "users.duckdb"))
+    users.global_config = {"memory_limit": "2GB"}
+    theirs = dlt.destinations.duckdb(users)
+    cap_merge_memory(theirs, capped=False)
+    cap_merge_memory(theirs, capped=True)
+    assert users.global_config == {"memory_limit": "2GB"}

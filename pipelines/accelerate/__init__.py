@@ -217,7 +217,10 @@ def _note_repeats(repeated: RepeatedIds, invoices: pa.Table, pipeline: dlt.Pipel
         return
     repeated.add(invoices["invoice_id"])
     if repeated.seen_repeat:
-        logger.info("accelerate: an invoice came twice in this answer; the merge keeps its newest version")
+        logger.info(
+            "accelerate: an invoice came twice in this answer; the merge de-duplicates (newest "
+            "last_update_date wins), without the DuckDB memory cap"
+        )
         cap_merge_memory(pipeline.destination, capped=False)
 
 
