@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import dlt
 import pyarrow as pa
+from dlt.common.schema.typing import C_DLT_LOAD_ID
 from dlt.sources import DltResource
 
 from pipelines.accelerate import settings
@@ -37,8 +38,6 @@ from pipelines.duckdb_memory import cap_merge_memory
 __all__ = ["accelerate_source", "invoice", "next_since_date"]
 
 logger = logging.getLogger(__name__)
-
-LOAD_ID_COLUMN = "_dlt_load_id"
 
 
 def _sql_hints(deduplicated: bool) -> tuple[Any, Any]:
@@ -229,7 +228,7 @@ def with_load_id(table: pa.Table, load_id: str) -> pa.Table:
     (`normalize.parquet_normalizer.add_dlt_load_id`), but builds it with `pa.array`, which imports pandas
     where it is installed: 41 MB of memory the run never uses (see arrow_arrays.py)."""
     column = repeated_string(load_id, table.num_rows)
-    return table.append_column(pa.field(LOAD_ID_COLUMN, pa.string(), nullable=False), column)
+    return table.append_column(pa.field(C_DLT_LOAD_ID, pa.string(), nullable=False), column)
 
 
 def _first_instant(since: date, config: AccelerateSettings) -> datetime:

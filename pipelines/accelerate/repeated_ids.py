@@ -76,9 +76,9 @@ class IdRanges:
 
     def union(self, other: IdRanges) -> IdRanges:
         """Both sets of ranges as one; they hold no id in common (the caller checked)."""
-        order = np.argsort(np.concatenate((self.first, other.first)), kind="stable")
-        first = np.concatenate((self.first, other.first))[order]
-        last = np.concatenate((self.last, other.last))[order]
+        first = np.concatenate((self.first, other.first))
+        order = np.argsort(first, kind="stable")
+        first, last = first[order], np.concatenate((self.last, other.last))[order]
         starts = np.concatenate(([True], first[1:] != last[:-1] + 1))
         return IdRanges(
             first[starts], last[np.concatenate((np.flatnonzero(starts)[1:] - 1, [len(last) - 1]))]

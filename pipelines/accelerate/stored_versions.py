@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.schema import Schema
+from dlt.common.schema.typing import C_DLT_LOAD_ID
 
 from pipelines.accelerate.fingerprint import FINGERPRINT
 from pipelines.arrow_arrays import from_numpy, to_numpy
@@ -28,7 +29,7 @@ from pipelines.destination_query import query_rows
 
 logger = logging.getLogger(__name__)
 
-_KEY, _STAMP, _LOAD_ID = "invoice_id", "last_update_date", "_dlt_load_id"
+_KEY, _STAMP, _LOAD_ID = "invoice_id", "last_update_date", C_DLT_LOAD_ID
 # A null id or fingerprint becomes a value none has, so it matches nothing and its row is loaded.
 _NULL = np.iinfo(np.int64).min
 _SQL = (
