@@ -29,10 +29,17 @@ def capped_credentials(path: str) -> DuckDbCredentials:
     return credentials
 
 
-def cap_merge_memory(destination: Any, capped: bool) -> None:
-    """Put the cap on (`capped`), or lift it for a load that de-duplicates. Read when dlt opens its next
-    DuckDB connection, which it does for the load. Credentials the user configured are left alone."""
+def own_credentials(destination: Any) -> DuckDbCredentials | None:
+    """The credentials `capped_credentials` made for this destination; None for anything else, such as
+    DuckDB credentials the user configured."""
     credentials = getattr(destination, "config_params", {}).get("credentials")
-    cap = getattr(credentials, _CAP_MARK, None)
-    if cap is not None:
-        credentials.global_config["memory_limit"] = cap if capped else UNCAPPED
+    return credentials if getattr(credentials, _CAP_MARK, None) is not None else None
+
+
+def cap_merge_memory(destination: Any, capped: bool) -> None:
+    """Put the cap on (`capped`), or lift it for a load that de-duplicates. Applied (`SET GLOBAL`) when dlt
+    next borrows a DuckDB connection for a step, which it does for the load. Credentials the user
+    configured are left alone."""
+    credentials = own_credentials(destination)
+    if credentials is not None:
+        credentials.global_config["memory_limit"] = getattr(credentials, _CAP_MARK) if capped else UNCAPPED

@@ -29,6 +29,7 @@ from pipelines.accelerate.repeated_ids import quiet_dedup_sort_warning
 from pipelines.delta_tables import TABLE_FORMAT as DELTA_FORMAT
 from pipelines.delta_tables import writes_delta_tables
 from pipelines.duckdb_memory import cap_merge_memory, capped_credentials
+from pipelines.duckdb_session import one_connection
 from pipelines.errors import ConcurrentRunError, ConfigurationError, PipelineError
 from pipelines.qvalia import qvalia_source
 
@@ -215,9 +216,10 @@ def run_source(pipeline: dlt.Pipeline, source: Any, refresh: str | None = None) 
     """`pipeline.run`, after finishing what an interrupted run left behind. Given pending packages, dlt's
     `run` loads only those and silently drops the data it was handed ("will not be extracted"): a rerun
     after a crash in normalize or load would then load nothing new, and a create-from-order record would
-    be lost. So pending packages are normalized and loaded first, then the source runs."""
+    be lost. So pending packages are normalized and loaded first, then the source runs. On the job's own
+    DuckDB file, all of it goes through one connection (see duckdb_session.py)."""
     quiet_dedup_sort_warning()
-    with friendly_errors():
+    with friendly_errors(), one_connection(pipeline):
         if pipeline.has_pending_data:
             logger.warning(
                 "finishing the load packages of an interrupted run of %s first", pipeline.pipeline_name

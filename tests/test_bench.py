@@ -122,21 +122,28 @@ def test_statuses_benchmark_runs_with_429s() -> None:
 
 
 def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
-    output = run_bench("incremental.py", "--invoices", "300", "--repeat", "2")
+    output = run_bench("incremental.py", "--invoices", "300", "--repeat", "2", "--slope-shares", "0.05,0.1")
     rows = markdown_table(output, "run")
     labels = [row["run"] for row in rows]
-    assert labels[0] == "backfill" and labels[1::2] == ["nothing changed (1)", "nothing changed (2)"]
-    assert all(re.fullmatch(r"after a day changing [\d,]+ invoices \(\d\)", label) for label in labels[2::2])
+    day = r"after a day changing ([\d,]+) invoices \((\d+\.\d)%\)"
+    assert labels[0] == "backfill"
+    # the emulator's first two days add a column each; shown apart from the plain days
+    assert re.fullmatch(day + ", adding currency_code", labels[1])
+    assert re.fullmatch(day + ", adding payment_terms_days", labels[2])
+    assert labels[3::2][:2] == ["nothing changed (1)", "nothing changed (2)"]
+    shares = [re.fullmatch(day, label)[2] for label in labels[4:8:2] + labels[7:]]
+    assert shares == ["1.0", "1.0", "5.0", "10.0"]
     for row in rows:
         for column in ("wall s", "invoices read", "lines read", "wall / backfill", "rows read / backfill"):
             positive(row[column])
     assert rows[0]["wall / backfill"] == "1.000"
     assert rows[0]["invoices loaded"] == "300" and rows[0]["lines loaded"] == "1,500"
     # Nothing changed: the lookback window is read again, and nothing of it is loaded again.
-    assert all(row["invoices loaded"] == "0" and row["lines loaded"] == "0" for row in rows[1::2])
-    for row in rows[2::2]:
-        changed = int(re.search(r"changing ([\d,]+)", row["run"])[1].replace(",", ""))
+    assert all(row["invoices loaded"] == "0" and row["lines loaded"] == "0" for row in rows[3:6:2])
+    for row in rows[1:3] + rows[4:7:2] + rows[7:]:
+        changed = int(re.match(day, row["run"])[1].replace(",", ""))
         assert int(row["invoices loaded"].replace(",", "")) == changed
     assert {"nothing changed / backfill", "changed day / backfill"} <= set(ratios(output))
-    # Below the noise of a 300-invoice run this difference can be negative, so only its presence is checked.
-    assert re.search(r"^ratio changed day's cost per row loaded above .*: -?\d+\.\d+ \(", output, re.M)
+    # Below the noise of a 300-invoice run the slope can be negative, so only its presence is checked.
+    assert re.search(r"^marginal cost of one more row loaded .*: -?\d+\.\d+ \(slope through 4 ", output, re.M)
+    assert re.search(r"^fixed cost of a run that loads rows: -?\d+\.\d+ s ", output, re.M)

@@ -1,0 +1,111 @@
+"""A run on the job's own DuckDB file goes through one connection, opened for the run and closed after it,
+also when the run fails; the memory cap still reaches every step; DuckDB credentials the user configured
+are left to dlt."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pytest
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from pipelines.duckdb_memory import cap_merge_memory
+from pipelines.duckdb_session import one_connection
+from pipelines.invoices import duckdb_destination, make_pipeline, run_source
+
+MARKER = "opened_by_this_run"
+
+
+def _pipeline(tmp_path: Path, destination: Any) -> dlt.Pipeline:
+    return make_pipeline("session_test", destination=destination, pipelines_dir=str(tmp_path / "dlt"))
+
+
+def _databases(pipeline: dlt.Pipeline) -> set[str]:
+    with pipeline.sql_client() as client:
+        return {row[0] for row in client.execute_sql("SELECT database_name FROM duckdb_databases()")}
+
+
+def _memory_limit(pipeline: dlt.Pipeline) -> str:
+    with pipeline.sql_client() as client:
+        return str(client.execute_sql("SELECT current_setting('memory_limit')")[0][0])
+
+
+@dlt.source(name="probe")
+def probe_source(seen: dict[str, Any], fail: bool = False) -> Any:
+    @dlt.resource(name="probe_rows", write_disposition="replace")
+    def probe_rows() -> Iterator[dict[str, int]]:
+        pipeline = dlt.current.pipeline()
+        credentials = pipeline.destination.config_params["credentials"]  # a path when the user gave one
+        connection = credentials.external_conn() if hasattr(credentials, "external_conn") else None
+        seen["connection"] = connection
+        if connection is not None:
+            # attached to the database instance: visible to every connection dlt borrows from it
+            connection.execute(f"ATTACH ':memory:' AS {MARKER}")
+        seen["databases_in_run"] = _databases(pipeline)
+        if fail:
+            raise ValueError("the source broke")
+        yield from ({"n": n} for n in range(3))
+
+    return probe_rows
+
+
+def _opens_read_write(database: Path) -> bool:
+    """Another process can open the file for writing only when no connection holds it."""
+    code = f"import duckdb; duckdb.connect({str(database)!r}).close()"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_dlt_reads_and_loads_through_the_runs_one_connection(tmp_path: Path) -> None:
+    database = tmp_path / "own.duckdb"
+    pipeline = _pipeline(tmp_path, duckdb_destination(str(database)))
+    seen: dict[str, Any] = {}
+    run_source(pipeline, probe_source(seen))
+
+    assert seen["connection"] is not None
+    assert MARKER in seen["databases_in_run"]  # the resource's read went through the same instance
+    with pipeline.sql_client() as client:
+        assert client.execute_sql("SELECT count(*) FROM probe_rows")[0][0] == 3
+    # closed when the run ended: the marker is gone with the instance, and the file is free
+    assert pipeline.destination.config_params["credentials"].external_conn() is None
+    assert MARKER not in _databases(pipeline)
+    assert _opens_read_write(database)
+
+
+def test_a_failing_run_closes_its_connection(tmp_path: Path) -> None:
+    database = tmp_path / "own.duckdb"
+    pipeline = _pipeline(tmp_path, duckdb_destination(str(database)))
+    seen: dict[str, Any] = {}
+    with pytest.raises(PipelineStepFailed, match="the source broke"):
+        run_source(pipeline, probe_source(seen, fail=True))
+    assert seen["connection"] is not None
+    assert pipeline.destination.config_params["credentials"].external_conn() is None
+    assert _opens_read_write(database)
+
+
+def test_each_step_gets_the_memory_cap_of_the_moment(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path, duckdb_destination(str(tmp_path / "own.duckdb")))
+    with one_connection(pipeline):
+        capped = _memory_limit(pipeline)
+        cap_merge_memory(pipeline.destination, capped=False)
+        lifted = _memory_limit(pipeline)
+        cap_merge_memory(pipeline.destination, capped=True)
+        capped_again = _memory_limit(pipeline)
+    assert capped == capped_again != lifted
+    assert "MiB" in capped and float(capped.split()[0]) < 64  # DuckDB prints 64MB as 61.0 MiB
+
+
+def test_credentials_the_user_configured_are_left_to_dlt(tmp_path: Path) -> None:
+    database = tmp_path / "users.duckdb"
+    pipeline = _pipeline(tmp_path, dlt.destinations.duckdb(str(database)))
+    seen: dict[str, Any] = {}
+    run_source(pipeline, probe_source(seen))
+    assert seen["connection"] is None
+    assert MARKER not in seen["databases_in_run"]
+    with pipeline.sql_client() as client:
+        assert client.execute_sql("SELECT count(*) FROM probe_rows")[0][0] == 3
+    assert _opens_read_write(database)
