@@ -6,10 +6,11 @@ days that changed a given share of the invoices, all into one DuckDB file; each 
 
 Order: the backfill; the emulator's first business days, which also add a column each (a schema that grows;
 shown, and left out of the figures: DuckDB rewrites a table that got a column at its next checkpoint, a
-one-off); `--repeat` rounds of a run with nothing changed and a run after a day changing `--change-share`;
-then one day for each of `--slope-shares`. "Proportional" is read off a line fitted through every plain
-changed day: its slope is what one more row loaded costs, against the backfill's cost per row (1.0 is
-proportional), its intercept what any run that loads rows costs whatever their number.
+one-off); then `--repeat` rounds of a run with nothing changed and runs after days changing
+`--change-share` and each of `--slope-shares`. "Proportional" is read off the plain changed days: the
+median slope between every two of them with different row counts (Theil-Sen, robust to a slow run) is what
+one more row loaded costs, against the backfill's cost per row (1.0 is proportional); the line through the
+medians at that slope gives what any run that loads rows costs whatever their number.
 
 A run re-reads `lookback_days` (1) before the cursor's date as well, so "nothing changed" still reads the
 invoices updated on the cursor's day and the day before (calendar days: after a weekend, only the cursor's),
@@ -50,6 +51,7 @@ class Run:
     invoices_loaded: int
     lines_loaded: int
     kind: str  # "backfill", "unchanged", "changed", or "schema" (a day that also adds a column)
+    share: float = 0.0  # of the invoices, changed by the day before the run
 
 
 def main() -> None:
@@ -65,7 +67,7 @@ def main() -> None:
     parser.add_argument(
         "--slope-shares",
         default="0.005,0.02,0.04",
-        help="comma-separated shares of invoices changed by the extra days the slope is fitted through",
+        help="comma-separated shares of invoices changed by the extra days of each round, for the slope",
     )
     args = parser.parse_args()
     if args.repeat < 1:
@@ -85,7 +87,7 @@ def main() -> None:
         )
         cursor: str | None = None
 
-        def timed_run(label: str, kind: str) -> Run:
+        def timed_run(label: str, kind: str, share: float = 0.0) -> Run:
             nonlocal cursor
             server.warm(next_since_date(cursor, config))
             started = time.perf_counter()
@@ -107,6 +109,7 @@ def main() -> None:
                 summary.rows.get("invoice", 0),
                 summary.rows.get("invoice_line", 0),
                 kind,
+                share,
             )
 
         def changed_day(share: float) -> Run:
@@ -114,16 +117,15 @@ def main() -> None:
             changes = world.advance_day()
             label = f"after a day changing {len(changes.invoices_changed):,} invoices ({share:.1%})"
             if changes.new_fields:
-                return timed_run(f"{label}, adding {', '.join(changes.new_fields)}", "schema")
-            return timed_run(label, "changed")
+                return timed_run(f"{label}, adding {', '.join(changes.new_fields)}", "schema", share)
+            return timed_run(label, "changed", share)
 
         runs = [timed_run("backfill", "backfill")]
         while world.advances < len(world_module.NEW_FIELDS_BY_ADVANCE):
             runs.append(changed_day(args.change_share))
         for round_ in range(1, args.repeat + 1):
             runs.append(timed_run(f"nothing changed ({round_})", "unchanged"))
-            runs.append(changed_day(args.change_share))
-        runs.extend(changed_day(share) for share in slope_shares)
+            runs.extend(changed_day(share) for share in [args.change_share, *slope_shares])
 
     report(args, runs)
 
@@ -149,7 +151,20 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
     print()
     unchanged = [run for run in runs if run.kind == "unchanged"]
     changed = [run for run in runs if run.kind == "changed"]
-    typical = [run for run in changed if f"({args.change_share:.1%})" in run.label]
+    per_row = backfill.seconds / (backfill.invoices_loaded + backfill.lines_loaded)
+    print(
+        "| share changed a day | days | median rows loaded | median wall s | wall / backfill | wall / its share of the backfill |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for share in sorted({run.share for run in changed}):
+        days = [run for run in changed if run.share == share]
+        rows = statistics.median(run.invoices_loaded + run.lines_loaded for run in days)
+        seconds = statistics.median(run.seconds for run in days)
+        print(
+            f"| {share:.1%} | {len(days)} | {rows:,.0f} | {seconds:.2f} | {seconds / backfill.seconds:.3f} | "
+            f"{seconds / (rows * per_row):.1f} |"
+        )
+    print()
     fixed = statistics.median(run.seconds for run in unchanged)
     ratio = fixed / backfill.seconds
     verdict = "met" if ratio < NOTHING_CHANGED_GOAL else "NOT met"
@@ -157,6 +172,7 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
         f"ratio nothing changed / backfill: {ratio:.3f} (median of {len(unchanged)}; "
         f"goal < {NOTHING_CHANGED_GOAL}: {verdict})"
     )
+    typical = [run for run in changed if run.share == args.change_share]
     ratio = statistics.median(run.seconds for run in typical) / backfill.seconds
     share = statistics.median(loaded_share(run, backfill) for run in typical)
     print(
@@ -164,26 +180,30 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
         f"{args.change_share:.1%}; median rows loaded {share:.3f})"
     )
     slope, intercept = fitted_line(changed)
-    per_row = backfill.seconds / (backfill.invoices_loaded + backfill.lines_loaded)
     marginal = slope / per_row
     verdict = "met" if marginal <= PROPORTIONAL else "NOT met"
     print(
         f"marginal cost of one more row loaded on a changed day / backfill's cost per row: {marginal:.2f} "
-        f"(slope through {len(changed)} changed days; goal <= {PROPORTIONAL}: {verdict})"
+        f"(median slope over {len(changed)} changed days; goal <= {PROPORTIONAL}: {verdict})"
     )
     print(
-        f"fixed cost of a run that loads rows: {intercept:.2f} s (the fitted line at 0 rows; "
+        f"fixed cost of a run that loads rows: {intercept:.2f} s (the line at 0 rows; "
         f"a run with nothing changed: {fixed:.2f} s)"
     )
 
 
 def fitted_line(changed: list[Run]) -> tuple[float, float]:
-    """Seconds = intercept + slope x rows loaded, by least squares; a flat line when the days cannot tell."""
-    rows = [run.invoices_loaded + run.lines_loaded for run in changed]
-    seconds = [run.seconds for run in changed]
-    if len(set(rows)) < 2:
-        return 0.0, statistics.median(seconds)
-    slope, intercept = statistics.linear_regression(rows, seconds)
+    """Theil-Sen: the median of the slopes between every two days, and the intercept that puts the line
+    through the medians. One run slowed by the machine or by a DuckDB checkpoint that compacts a table
+    moves it little, where least squares would follow it. A flat line when the days cannot tell."""
+    points = [(run.invoices_loaded + run.lines_loaded, run.seconds) for run in changed]
+    slopes = [
+        (y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points) for x2, y2 in points[i + 1 :] if x2 != x1
+    ]
+    if not slopes:
+        return 0.0, statistics.median(y for _, y in points)
+    slope = statistics.median(slopes)
+    intercept = statistics.median(y for _, y in points) - slope * statistics.median(x for x, _ in points)
     return slope, intercept
 
 

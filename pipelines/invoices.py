@@ -110,9 +110,12 @@ def make_pipeline(
     if _is_duckdb(destination) and dlt.config.get(LOAD_WORKERS_SETTING) is None:
         dlt.config[LOAD_WORKERS_SETTING] = DUCKDB_LOAD_WORKERS
     if destination == "duckdb":
-        if dlt.secrets.get("destination.duckdb.credentials") is None:
+        configured = dlt.secrets.get("destination.duckdb.credentials")
+        if configured is None:
             destination = duckdb_destination(f"{pipeline_name}.duckdb")
-        else:
+        elif isinstance(configured, str):  # a file named in the config gets the job's settings as well
+            destination = duckdb_destination(configured)
+        else:  # credentials with settings of their own (global_config, extensions, ...) are left as given
             destination = dlt.destinations.duckdb(**DUCKDB_CAPABILITIES)
     elif destination == "postgres":
         destination = dlt.destinations.postgres(**POSTGRES_CAPABILITIES)

@@ -130,20 +130,25 @@ def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
     # the emulator's first two days add a column each; shown apart from the plain days
     assert re.fullmatch(day + ", adding currency_code", labels[1])
     assert re.fullmatch(day + ", adding payment_terms_days", labels[2])
-    assert labels[3::2][:2] == ["nothing changed (1)", "nothing changed (2)"]
-    shares = [re.fullmatch(day, label)[2] for label in labels[4:8:2] + labels[7:]]
-    assert shares == ["1.0", "1.0", "5.0", "10.0"]
+    unchanged, days = rows[3::4], [row for i, row in enumerate(rows[3:]) if i % 4]
+    assert [row["run"] for row in unchanged] == ["nothing changed (1)", "nothing changed (2)"]
+    assert [re.fullmatch(day, row["run"])[2] for row in days] == ["1.0", "5.0", "10.0"] * 2
     for row in rows:
         for column in ("wall s", "invoices read", "lines read", "wall / backfill", "rows read / backfill"):
             positive(row[column])
     assert rows[0]["wall / backfill"] == "1.000"
     assert rows[0]["invoices loaded"] == "300" and rows[0]["lines loaded"] == "1,500"
     # Nothing changed: the lookback window is read again, and nothing of it is loaded again.
-    assert all(row["invoices loaded"] == "0" and row["lines loaded"] == "0" for row in rows[3:6:2])
-    for row in rows[1:3] + rows[4:7:2] + rows[7:]:
+    assert all(row["invoices loaded"] == "0" and row["lines loaded"] == "0" for row in unchanged)
+    for row in rows[1:3] + days:
         changed = int(re.match(day, row["run"])[1].replace(",", ""))
         assert int(row["invoices loaded"].replace(",", "")) == changed
+    shares = markdown_table(output, "share changed a day")
+    assert [row["share changed a day"] for row in shares] == ["1.0%", "5.0%", "10.0%"]
+    assert all(row["days"] == "2" and positive(row["median wall s"]) for row in shares)
     assert {"nothing changed / backfill", "changed day / backfill"} <= set(ratios(output))
     # Below the noise of a 300-invoice run the slope can be negative, so only its presence is checked.
-    assert re.search(r"^marginal cost of one more row loaded .*: -?\d+\.\d+ \(slope through 4 ", output, re.M)
+    assert re.search(
+        r"^marginal cost of one more row loaded .*: -?\d+\.\d+ \(median slope over 6 ", output, re.M
+    )
     assert re.search(r"^fixed cost of a run that loads rows: -?\d+\.\d+ s ", output, re.M)

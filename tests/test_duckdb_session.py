@@ -14,9 +14,11 @@ import dlt
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from pipelines.duckdb_memory import cap_merge_memory
+from pipelines.duckdb_memory import cap_merge_memory, own_credentials
 from pipelines.duckdb_session import one_connection
 from pipelines.invoices import duckdb_destination, make_pipeline, run_source
+
+from conftest import query
 
 MARKER = "opened_by_this_run"
 
@@ -109,3 +111,16 @@ def test_credentials_the_user_configured_are_left_to_dlt(tmp_path: Path) -> None
     with pipeline.sql_client() as client:
         assert client.execute_sql("SELECT count(*) FROM probe_rows")[0][0] == 3
     assert _opens_read_write(database)
+
+
+def test_a_duckdb_file_named_in_the_config_gets_the_jobs_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = tmp_path / "configured.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(database))
+    pipeline = _pipeline(tmp_path, "duckdb")
+    assert own_credentials(pipeline.destination) is not None
+    seen: dict[str, Any] = {}
+    run_source(pipeline, probe_source(seen))
+    assert seen["connection"] is not None
+    assert query(database, "SELECT count(*) FROM billing.probe_rows") == [(3,)]
