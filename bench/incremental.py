@@ -6,8 +6,9 @@ days that changed a given share of the invoices, all into one DuckDB file; each 
 
 Order: the backfill; the emulator's first business days, which also add a column each (a schema that grows;
 shown, and left out of the figures: DuckDB rewrites a table that got a column at its next checkpoint, a
-one-off); then `--repeat` rounds of a run with nothing changed and runs after days changing
-`--change-share` and each of `--slope-shares`. "Proportional" is read off the plain changed days: the
+one-off); `--repeat` rounds of a run after a day changing `--change-share` and a run with nothing
+changed; then `--repeat` sweeps, up and down, over days changing each of `--slope-shares` and
+`--change-share`. "Proportional" is read off the plain changed days: the
 median slope between every two of them with different row counts (Theil-Sen, robust to a slow run) is what
 one more row loaded costs, against the backfill's cost per row (1.0 is proportional); the line through the
 medians at that slope gives what any run that loads rows costs whatever their number.
@@ -66,7 +67,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--slope-shares",
-        default="0.005,0.02,0.04",
+        default="0.005,0.02,0.05,0.1",
         help="comma-separated shares of invoices changed by the extra days of each round, for the slope",
     )
     args = parser.parse_args()
@@ -124,8 +125,13 @@ def main() -> None:
         while world.advances < len(world_module.NEW_FIELDS_BY_ADVANCE):
             runs.append(changed_day(args.change_share))
         for round_ in range(1, args.repeat + 1):
+            runs.append(changed_day(args.change_share))
             runs.append(timed_run(f"nothing changed ({round_})", "unchanged"))
-            runs.extend(changed_day(share) for share in [args.change_share, *slope_shares])
+        # Sweeps over the shares, up then down: a run re-reads the day before its cursor's as well, so each
+        # day's neighbour is one of a similar size, never a small day right after the largest.
+        shares = sorted({args.change_share, *slope_shares})
+        for sweep in range(args.repeat):
+            runs.extend(changed_day(share) for share in (shares if sweep % 2 == 0 else shares[::-1]))
 
     report(args, runs)
 

@@ -7,7 +7,8 @@ under 300 MB at 1M invoices (160MB: 316 MB). threads=1 and preserve_insertion_or
 measurable. A load that must de-duplicate (an invoice came twice in the answer) sorts whole rows in a
 window, which at 1M invoices runs out of memory at 64MB, so that load runs with DuckDB's default, as do
 packages an interrupted run left (which may be such a load). The cap applies only to credentials made
-here, never to DuckDB credentials the user configured.
+here (for the default file or a path the user configured), never to DuckDB credentials the user configured
+with settings of their own.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def capped_credentials(path: str) -> DuckDbCredentials:
 
 def own_credentials(destination: Any) -> DuckDbCredentials | None:
     """The credentials `capped_credentials` made for this destination; None for anything else, such as
-    DuckDB credentials the user configured."""
+    DuckDB credentials the user configured with settings of their own."""
     credentials = getattr(destination, "config_params", {}).get("credentials")
     return credentials if getattr(credentials, _CAP_MARK, None) is not None else None
 

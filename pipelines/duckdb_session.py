@@ -5,7 +5,7 @@ package's completion: nine times in a run that loads a changed day, each open ~3
 checkpoint. dlt takes an open DuckDB connection as credentials (and never closes one it did not open), so
 the job opens the file once per run and hands that connection to every step. The file is closed when the
 run ends, so notebooks and other processes can open it between runs. DuckDB credentials the user
-configured are left alone.
+configured with settings of their own are left alone.
 """
 
 from __future__ import annotations
