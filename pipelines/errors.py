@@ -31,3 +31,7 @@ class ApiResponseError(PipelineError):
 
 class ConcurrentRunError(PipelineError):
     """Another run of the same pipeline holds its lock: wait for it (two runs would share one state)."""
+
+
+class DestinationBusyError(PipelineError):
+    """Another process holds the destination (a DuckDB file open in a notebook): close it there and rerun."""

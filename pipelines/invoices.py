@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from pipelines.delta_tables import TABLE_FORMAT as DELTA_FORMAT
 from pipelines.delta_tables import writes_delta_tables
 from pipelines.duckdb_memory import cap_merge_memory, capped_credentials
 from pipelines.duckdb_session import one_connection
-from pipelines.errors import ConcurrentRunError, ConfigurationError, PipelineError
+from pipelines.errors import ConcurrentRunError, ConfigurationError, DestinationBusyError, PipelineError
 from pipelines.qvalia import qvalia_source
 
 logger = logging.getLogger(__name__)
@@ -292,7 +293,31 @@ def friendly_errors(section: str | None = None) -> Iterator[None]:
         missing = _find(failed, ConfigFieldMissingException)
         if missing is not None:
             raise _missing_setting(missing, section) from None
+        busy = _busy_duckdb_file(failed)
+        if busy is not None:
+            raise busy from None
         raise
+    except Exception as error:  # the job's own DuckDB connection is opened outside dlt's steps
+        busy = _busy_duckdb_file(error)
+        if busy is not None:
+            raise busy from None
+        raise
+
+
+# DuckDB lets one process at a time open a file (readers included) and says who holds it.
+_DUCKDB_LOCK = re.compile(r'Could not set lock on file "(?P<path>[^"]+)".*?\(PID (?P<pid>\d+)\)', re.S)
+
+
+def _busy_duckdb_file(error: BaseException) -> DestinationBusyError | None:
+    """A DuckDB file held by another process (a notebook, the DuckDB CLI) is a case the user can fix."""
+    for link in _chain(error):
+        held = _DUCKDB_LOCK.search(str(link))
+        if held is not None:
+            return DestinationBusyError(
+                f"the DuckDB file {held['path']} is open in another process (PID {held['pid']}): close "
+                "its connection there (a notebook, the DuckDB CLI) and run again"
+            )
+    return None
 
 
 def find_pipeline_error(error: BaseException) -> PipelineError | None:
@@ -300,14 +325,17 @@ def find_pipeline_error(error: BaseException) -> PipelineError | None:
 
 
 def _find(error: BaseException, kind: type) -> Any:
+    return next((link for link in _chain(error) if isinstance(link, kind)), None)
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and its causes, each once."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
+        yield current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return None
 
 
 def _missing_setting(missing: ConfigFieldMissingException, section: str | None) -> ConfigurationError:

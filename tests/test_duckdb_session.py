@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+import duckdb
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.duckdb_memory import cap_merge_memory, own_credentials
 from pipelines.duckdb_session import one_connection
+from pipelines.errors import DestinationBusyError
 from pipelines.invoices import duckdb_destination, make_pipeline, run_source
 
 from conftest import query
@@ -124,3 +126,39 @@ def test_a_duckdb_file_named_in_the_config_gets_the_jobs_connection(
     run_source(pipeline, probe_source(seen))
     assert seen["connection"] is not None
     assert query(database, "SELECT count(*) FROM billing.probe_rows") == [(3,)]
+
+
+@pytest.mark.parametrize("ours", [True, False], ids=["job's file", "user's credentials"])
+def test_a_duckdb_file_held_by_another_process_fails_with_one_line(tmp_path: Path, ours: bool) -> None:
+    database = tmp_path / "held.duckdb"
+    duckdb.connect(str(database)).close()  # creates the file
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FILE, str(database)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        destination = duckdb_destination(str(database)) if ours else dlt.destinations.duckdb(str(database))
+        pipeline = _pipeline(tmp_path, destination)
+        with pytest.raises(DestinationBusyError) as busy:
+            run_source(pipeline, probe_source({}))
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(busy.value)
+    assert message == (
+        f"the DuckDB file {database} is open in another process (PID {holder.pid}): close its connection "
+        "there (a notebook, the DuckDB CLI) and run again"
+    )
+    # once it is closed, the same pipeline runs
+    seen: dict[str, Any] = {}
+    run_source(pipeline, probe_source(seen))
+    assert query(database, "SELECT count(*) FROM billing.probe_rows") == [(3,)]
+
+
+# A reader is enough: DuckDB locks the file to one process, readers included.
+HOLD_FILE = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1], read_only=True)
+print("holding", flush=True)
+time.sleep(120)
+"""
