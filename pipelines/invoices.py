@@ -21,6 +21,7 @@ from typing import Any
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.destination.exceptions import UnknownDestinationModule
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from filelock import FileLock, Timeout
 
@@ -110,16 +111,20 @@ def make_pipeline(
     """A pipeline whose DuckDB default is `<pipeline_name>.duckdb` in the working folder (dlt's own rule)."""
     if _is_duckdb(destination) and dlt.config.get(LOAD_WORKERS_SETTING) is None:
         dlt.config[LOAD_WORKERS_SETTING] = DUCKDB_LOAD_WORKERS
-    if destination == "duckdb":
-        configured = dlt.secrets.get("destination.duckdb.credentials")
-        if configured is None:
-            destination = duckdb_destination(f"{pipeline_name}.duckdb")
-        elif isinstance(configured, str):  # a file named in the config gets the job's settings as well
-            destination = duckdb_destination(configured)
-        else:  # credentials with settings of their own (global_config, extensions, ...) are left as given
-            destination = dlt.destinations.duckdb(**DUCKDB_CAPABILITIES)
+    named_duckdb = destination == "duckdb"
+    if named_duckdb:
+        destination = dlt.destinations.duckdb(**DUCKDB_CAPABILITIES)
     elif destination == "postgres":
         destination = dlt.destinations.postgres(**POSTGRES_CAPABILITIES)
+    pipeline = _pipeline(pipeline_name, destination, dataset_name, pipelines_dir)
+    if named_duckdb and (path := plain_duckdb_file(pipeline)) is not None:
+        pipeline = _pipeline(pipeline_name, duckdb_destination(path), dataset_name, pipelines_dir)
+    return pipeline
+
+
+def _pipeline(
+    pipeline_name: str, destination: Any, dataset_name: str, pipelines_dir: str | None
+) -> dlt.Pipeline:
     try:
         return dlt.pipeline(
             pipeline_name=pipeline_name,
@@ -132,6 +137,33 @@ def make_pipeline(
             f"unknown destination {destination!r}: use a dlt destination name such as duckdb, postgres, "
             "bigquery, snowflake, databricks or filesystem"
         ) from None
+
+
+def plain_duckdb_file(pipeline: dlt.Pipeline) -> str | None:
+    """The DuckDB file dlt resolves for the pipeline (its default, or a path set in any of dlt's config
+    places), when the credentials name only that file: such a file gets the job's memory cap and one
+    connection a run (duckdb_memory.py, duckdb_session.py). None for credentials with settings of their
+    own (`global_config`, `extensions`, `read_only`, ...), which are used exactly as given."""
+    try:
+        credentials = pipeline.destination_client().config.credentials
+    except Exception:  # a configuration dlt cannot resolve: the run reports it, the usual way
+        return None
+    defaults = DuckDbCredentials()
+    if any(getattr(credentials, name) != getattr(defaults, name) for name in _DUCKDB_SETTINGS):
+        return None
+    return str(credentials.database)
+
+
+# What a user may set on DuckDB credentials besides the file; any of them keeps dlt's credentials as given.
+_DUCKDB_SETTINGS = (
+    "read_only",
+    "extensions",
+    "global_config",
+    "pragmas",
+    "statements",
+    "local_config",
+    "session_timezone",
+)
 
 
 def _is_duckdb(destination: Any) -> bool:
@@ -178,7 +210,8 @@ def run_job(
     A full refresh drops Accelerate's tables and cursor and reloads from start_date; for Qvalia it polls
     every sales invoice again, final ones included, and keeps the history (which no API could rebuild).
     """
-    with exclusive_run(pipeline):
+    # one DuckDB connection for both sources: the file is not let go between them (duckdb_session.py)
+    with exclusive_run(pipeline), friendly_errors(), one_connection(pipeline):
         return _run_sources(pipeline, accelerate, qvalia, only, full_refresh)
 
 
@@ -304,8 +337,9 @@ def friendly_errors(section: str | None = None) -> Iterator[None]:
         raise
 
 
-# DuckDB lets one process at a time open a file (readers included) and says who holds it.
-_DUCKDB_LOCK = re.compile(r'Could not set lock on file "(?P<path>[^"]+)".*?\(PID (?P<pid>\d+)\)', re.S)
+# A DuckDB file open in one process, even read-only, cannot be opened for writing in another; DuckDB
+# names the holder.
+_DUCKDB_LOCK = re.compile(r'Could not set lock on file "(?P<path>.+?)": (?:.*?\(PID (?P<pid>\d+)\))?', re.S)
 
 
 def _busy_duckdb_file(error: BaseException) -> DestinationBusyError | None:
@@ -313,9 +347,10 @@ def _busy_duckdb_file(error: BaseException) -> DestinationBusyError | None:
     for link in _chain(error):
         held = _DUCKDB_LOCK.search(str(link))
         if held is not None:
+            holder = f"another process (PID {held['pid']})" if held["pid"] else "another process"
             return DestinationBusyError(
-                f"the DuckDB file {held['path']} is open in another process (PID {held['pid']}): close "
-                "its connection there (a notebook, the DuckDB CLI) and run again"
+                f"the DuckDB file {held['path']} is open in {holder}: close its connection there (a "
+                "notebook, the DuckDB CLI) and run again"
             )
     return None
 

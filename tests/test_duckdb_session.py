@@ -20,7 +20,7 @@ from pipelines.duckdb_session import one_connection
 from pipelines.errors import DestinationBusyError
 from pipelines.invoices import duckdb_destination, make_pipeline, run_source
 
-from conftest import query
+from conftest import Harness, query
 
 MARKER = "opened_by_this_run"
 
@@ -44,7 +44,9 @@ def probe_source(seen: dict[str, Any], fail: bool = False) -> Any:
     @dlt.resource(name="probe_rows", write_disposition="replace")
     def probe_rows() -> Iterator[dict[str, int]]:
         pipeline = dlt.current.pipeline()
-        credentials = pipeline.destination.config_params["credentials"]  # a path when the user gave one
+        credentials = pipeline.destination.config_params.get(
+            "credentials"
+        )  # a path, or none, when dlt resolves them
         connection = credentials.external_conn() if hasattr(credentials, "external_conn") else None
         seen["connection"] = connection
         if connection is not None:
@@ -64,11 +66,26 @@ def _opens_read_write(database: Path) -> bool:
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
-def test_dlt_reads_and_loads_through_the_runs_one_connection(tmp_path: Path) -> None:
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every DuckDB file opened in this process (dlt imports duckdb and calls `duckdb.connect`)."""
+    opened: list[str] = []
+    connect = duckdb.connect
+
+    def counting_connect(database: Any = ":memory:", *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(database))
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counting_connect)
+    return opened
+
+
+def test_dlt_reads_and_loads_through_the_runs_one_connection(tmp_path: Path, connects: list[str]) -> None:
     database = tmp_path / "own.duckdb"
     pipeline = _pipeline(tmp_path, duckdb_destination(str(database)))
     seen: dict[str, Any] = {}
     run_source(pipeline, probe_source(seen))
+    assert connects == [str(database)]  # the state sync, the read, each load job and the completion
 
     assert seen["connection"] is not None
     assert MARKER in seen["databases_in_run"]  # the resource's read went through the same instance
@@ -103,28 +120,54 @@ def test_each_step_gets_the_memory_cap_of_the_moment(tmp_path: Path) -> None:
     assert "MiB" in capped and float(capped.split()[0]) < 64  # DuckDB prints 64MB as 61.0 MiB
 
 
-def test_credentials_the_user_configured_are_left_to_dlt(tmp_path: Path) -> None:
+def test_credentials_the_user_configured_are_left_to_dlt(tmp_path: Path, connects: list[str]) -> None:
     database = tmp_path / "users.duckdb"
     pipeline = _pipeline(tmp_path, dlt.destinations.duckdb(str(database)))
     seen: dict[str, Any] = {}
     run_source(pipeline, probe_source(seen))
     assert seen["connection"] is None
+    assert len(connects) > 1  # dlt opens the file for each step and job
     assert MARKER not in seen["databases_in_run"]
     with pipeline.sql_client() as client:
         assert client.execute_sql("SELECT count(*) FROM probe_rows")[0][0] == 3
     assert _opens_read_write(database)
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "DESTINATION__DUCKDB__CREDENTIALS",
+        "DESTINATION__DUCKDB__CREDENTIALS__DATABASE",
+        "SESSION_TEST__DESTINATION__DUCKDB__CREDENTIALS",  # scoped to the pipeline: dlt's rule wins
+    ],
+)
 def test_a_duckdb_file_named_in_the_config_gets_the_jobs_connection(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connects: list[str], setting: str
 ) -> None:
     database = tmp_path / "configured.duckdb"
-    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(database))
+    monkeypatch.setenv(setting, str(database))
+    if setting.startswith("SESSION_TEST"):
+        monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "not_this_one.duckdb"))
     pipeline = _pipeline(tmp_path, "duckdb")
     assert own_credentials(pipeline.destination) is not None
     seen: dict[str, Any] = {}
     run_source(pipeline, probe_source(seen))
-    assert seen["connection"] is not None
+    assert seen["connection"] is not None and connects[-1] == str(database)
+    assert query(database, "SELECT count(*) FROM billing.probe_rows") == [(3,)]
+
+
+def test_duckdb_credentials_with_settings_of_their_own_are_used_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = tmp_path / "tuned.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__DATABASE", str(database))
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "300MB"}')
+    pipeline = _pipeline(tmp_path, "duckdb")
+    assert own_credentials(pipeline.destination) is None
+    seen: dict[str, Any] = {}
+    run_source(pipeline, probe_source(seen))
+    assert seen["connection"] is None
+    assert _memory_limit(pipeline).startswith("286.1 MiB")  # theirs, not the job's 64MB
     assert query(database, "SELECT count(*) FROM billing.probe_rows") == [(3,)]
 
 
@@ -155,10 +198,17 @@ def test_a_duckdb_file_held_by_another_process_fails_with_one_line(tmp_path: Pat
     assert query(database, "SELECT count(*) FROM billing.probe_rows") == [(3,)]
 
 
-# A reader is enough: DuckDB locks the file to one process, readers included.
+# A reader is enough: a file open in one process, even read-only, cannot be opened for writing in another.
 HOLD_FILE = """
 import sys, time, duckdb
 connection = duckdb.connect(sys.argv[1], read_only=True)
 print("holding", flush=True)
 time.sleep(120)
 """
+
+
+def test_a_job_holds_the_file_once_for_both_sources(harness: Harness, connects: list[str]) -> None:
+    summary = harness.run_both()
+    assert summary.rows["invoice"] > 0 and summary.qvalia is not None and summary.qvalia["polled"] > 0
+    assert connects == [str(harness.database)]  # not let go between Accelerate and Qvalia
+    assert _opens_read_write(harness.database)
