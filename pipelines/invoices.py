@@ -319,22 +319,24 @@ def friendly_errors(section: str | None = None) -> Iterator[None]:
         yield
     except ConfigFieldMissingException as missing:
         raise _missing_setting(missing, section) from None
-    except PipelineStepFailed as failed:
-        cause = find_pipeline_error(failed)
+    except Exception as error:
+        known = _user_fixable(error, section)
+        if known is None:
+            raise
+        raise known from None
+
+
+def _user_fixable(error: Exception, section: str | None) -> PipelineError | None:
+    """Ours, or one we can name, found inside dlt's wrapped exception; a DuckDB file held elsewhere also
+    outside dlt's steps (the job's own connection is opened before them)."""
+    if isinstance(error, PipelineStepFailed):
+        cause = find_pipeline_error(error)
         if cause is not None:
-            raise cause from None
-        missing = _find(failed, ConfigFieldMissingException)
+            return cause
+        missing = _find(error, ConfigFieldMissingException)
         if missing is not None:
-            raise _missing_setting(missing, section) from None
-        busy = _busy_duckdb_file(failed)
-        if busy is not None:
-            raise busy from None
-        raise
-    except Exception as error:  # the job's own DuckDB connection is opened outside dlt's steps
-        busy = _busy_duckdb_file(error)
-        if busy is not None:
-            raise busy from None
-        raise
+            return _missing_setting(missing, section)
+    return _busy_duckdb_file(error)
 
 
 # A DuckDB file open in one process, even read-only, cannot be opened for writing in another; DuckDB

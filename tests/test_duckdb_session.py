@@ -212,3 +212,13 @@ def test_a_job_holds_the_file_once_for_both_sources(harness: Harness, connects: 
     assert summary.rows["invoice"] > 0 and summary.qvalia is not None and summary.qvalia["polled"] > 0
     assert connects == [str(harness.database)]  # not let go between Accelerate and Qvalia
     assert _opens_read_write(harness.database)
+
+
+def test_a_relative_path_is_placed_by_dlts_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connects: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    pipeline = _pipeline(tmp_path, duckdb_destination("relative.duckdb"))
+    run_source(pipeline, probe_source({}))
+    assert connects == [str(tmp_path / "relative.duckdb")]  # where dlt itself would have opened it
+    assert query(tmp_path / "relative.duckdb", "SELECT count(*) FROM billing.probe_rows") == [(3,)]
