@@ -54,8 +54,12 @@ class Run:
     lines: int
     invoices_loaded: int
     lines_loaded: int
-    kind: str  # "backfill", "unchanged", "changed", or "schema" (a day that also adds a column)
+    kind: str  # "backfill", "unchanged", "changed", "settling" or "schema" (a day that also adds a column)
     share: float = 0.0  # of the invoices, changed by the day before the run
+
+    @property
+    def rows_loaded(self) -> int:
+        return self.invoices_loaded + self.lines_loaded
 
 
 def main() -> None:
@@ -66,7 +70,10 @@ def main() -> None:
         "--change-share", type=float, default=0.01, help="share of invoices a business day changes"
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="rounds of (a run with nothing changed, a changed day)"
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of (a changed day, a run with nothing changed), and days timed at each share",
     )
     parser.add_argument(
         "--slope-shares",
@@ -167,15 +174,15 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
     changed = [run for run in runs if run.kind == "changed"]
     fixed = statistics.median(run.seconds for run in unchanged)
     # the backfill's cost per row, less what any run costs (dlt's start, its state): the fairer comparison
-    per_row = (backfill.seconds - fixed) / (backfill.invoices_loaded + backfill.lines_loaded)
-    backfill_per_row = backfill.seconds / (backfill.invoices_loaded + backfill.lines_loaded)
+    per_row = (backfill.seconds - fixed) / backfill.rows_loaded
+    backfill_per_row = backfill.seconds / backfill.rows_loaded
     print(
         "| share changed a day | days | median rows loaded | median wall s | wall / backfill | wall / its share of the backfill |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
     for share in sorted({run.share for run in changed}):
         days = [run for run in changed if run.share == share]
-        rows = statistics.median(run.invoices_loaded + run.lines_loaded for run in days)
+        rows = statistics.median(run.rows_loaded for run in days)
         seconds = statistics.median(run.seconds for run in days)
         print(
             f"| {share:.1%} | {len(days)} | {rows:,.0f} | {seconds:.2f} | {seconds / backfill.seconds:.3f} | "
@@ -212,7 +219,7 @@ def fitted_line(changed: list[Run]) -> tuple[float, float]:
     """Theil-Sen: the median of the slopes between every two days, and the intercept that puts the line
     through the medians. One run slowed by the machine or by a DuckDB checkpoint that compacts a table
     moves it little, where least squares would follow it. A flat line when the days cannot tell."""
-    points = [(run.invoices_loaded + run.lines_loaded, run.seconds) for run in changed]
+    points = [(run.rows_loaded, run.seconds) for run in changed]
     slopes = [
         (y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points) for x2, y2 in points[i + 1 :] if x2 != x1
     ]
@@ -228,7 +235,7 @@ def read_share(run: Run, backfill: Run) -> float:
 
 
 def loaded_share(run: Run, backfill: Run) -> float:
-    return (run.invoices_loaded + run.lines_loaded) / (backfill.invoices_loaded + backfill.lines_loaded)
+    return run.rows_loaded / backfill.rows_loaded
 
 
 if __name__ == "__main__":
