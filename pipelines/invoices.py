@@ -85,9 +85,9 @@ class RunSummary:
             if self.accelerate_read:
                 read = self.accelerate_read
                 lines.append(
-                    f"  accelerate: read {read.get('invoices_read', 0):,} invoices and "
-                    f"{read.get('lines_read', 0):,} lines; {read.get('unchanged', 0):,} invoices were "
-                    "stored already as they are and were left out"
+                    f"  accelerate: read {read.get('invoices_read', 0):,} invoices; "
+                    f"{read.get('unchanged', 0):,} were stored already as they are and were left out, "
+                    f"the others had {read.get('lines_read', 0):,} lines"
                 )
         if self.qvalia is not None:
             q = self.qvalia

@@ -135,12 +135,14 @@ def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
     sweeps = ["1.0", "5.0", "10.0"] * 2  # each after two settling days of its share, not shown
     assert [re.fullmatch(day, row["run"])[2] for row in days] == ["1.0", "1.0", *sweeps]
     for row in rows:
-        for column in ("wall s", "invoices read", "lines read", "wall / backfill", "rows read / backfill"):
+        for column in ("wall s", "invoices read", "wall / backfill", "invoices read / backfill"):
             positive(row[column])
     assert rows[0]["wall / backfill"] == "1.000"
     assert rows[0]["invoices loaded"] == "300" and rows[0]["lines loaded"] == "1,500"
     # Nothing changed: the lookback window is read again, and nothing of it is loaded again.
     assert all(row["invoices loaded"] == "0" and row["lines loaded"] == "0" for row in unchanged)
+    assert all(row["invoices left out"] == row["invoices read"] for row in unchanged)
+    assert rows[0]["invoices left out"] == "0"
     for row in rows[1:3] + days:
         changed = int(re.match(day, row["run"])[1].replace(",", ""))
         assert int(row["invoices loaded"].replace(",", "")) == changed

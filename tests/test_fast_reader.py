@@ -10,6 +10,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -292,3 +293,18 @@ def test_read_batches_typed_two_ways_go_to_dlt_one_by_one() -> None:
         {"invoice_id": [1], "note": ["a"]},
         {"invoice_id": [2], "note": [2.5]},
     ]
+
+
+@pytest.mark.parametrize("keep", [[True, False, True, False], [False, False, False, True], [True] * 4])
+def test_a_batch_less_some_items_reads_as_those_items_alone(keep: list[bool]) -> None:
+    """What a run parses once the stored versions are left out: the other items, exactly, in order."""
+    items = [invoice(invoice_id=number, paid_amount=Decimal(number)) for number in range(1, 5)]
+    body = b'{"items": [' + b" ,\n ".join(items) + b"]}"
+    with io.BytesIO(body) as stream:
+        (batch,) = list(item_batches(stream))
+        assert isinstance(batch, ItemBatch)
+        subset = batch.subset(np.array(keep))
+        kept = [item for item, wanted in zip(items, keep, strict=True) if wanted]
+        assert subset.items() == kept
+        (fast,) = list(to_tables(subset, BatchConverter(ZONE, {})))
+    assert_same_tables(fast, fingerprinted(kept, general_way(kept, {})))

@@ -26,7 +26,7 @@ from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
 from pipelines.accelerate.convert import BatchConverter, paused_gc
 from pipelines.accelerate.memory import prefer_system_allocator, release_freed_memory
-from pipelines.accelerate.reader import item_batches, joined, to_tables
+from pipelines.accelerate.reader import fingerprints_of, item_batches, joined, to_tables, without_items
 from pipelines.accelerate.repeated_ids import STAGE_DATA_DEDUPLICATED, RepeatedIds, quiet_dedup_sort_warning
 from pipelines.accelerate.schema import invoice_columns, line_columns
 from pipelines.accelerate.stale_lines import StoredLinePositions
@@ -138,7 +138,7 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
         finally:
             client.close()
     release_freed_memory()
-    progress.done()
+    progress.done(stored_versions.newest_left_out())
     newest = progress.newest
     state[settings.STATE_LAST_SINCE] = since.isoformat()
     state[settings.STATE_LAST_RUN] = progress.figures()
@@ -154,12 +154,20 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
 def _new_versions(
     body: IO[bytes], converter: BatchConverter, stored: StoredVersions, progress: Progress
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
-    """The invoices read (and their lines), less the versions the destination holds already."""
+    """The invoices read (and their lines), less the versions the destination holds already, which are left
+    out before they are parsed (see stored_versions.py)."""
     for batch in item_batches(body):
-        for invoices, lines in to_tables(batch, converter):
+        fingerprints = fingerprints_of(batch, converter.timezone)
+        left_out = stored.leave_out(fingerprints)
+        progress.leave_out(int(left_out.sum()))
+        if left_out.all():
+            continue
+        if left_out.any():
+            batch, fingerprints = without_items(batch, left_out), fingerprints[~left_out]
+        for invoices, lines in to_tables(batch, converter, fingerprints):
             read = (invoices, lines.num_rows)
-            invoices, lines = stored.drop_unchanged(invoices, lines)
-            progress.add(*read, unchanged=read[0].num_rows - invoices.num_rows)
+            invoices, lines = stored.keep_newer(invoices, lines)
+            progress.add(*read, left_out=read[0].num_rows - invoices.num_rows)
             if invoices.num_rows:
                 yield invoices, lines
 
@@ -174,11 +182,17 @@ class Progress:
         self._last_log: float | None = None
         self._logged = (-1, -1)
 
-    def add(self, invoices: pa.Table, lines: int, unchanged: int) -> None:
+    def leave_out(self, invoices: int) -> None:
+        """Invoices left out unparsed: read, and stored already as they are."""
+        self.invoices += invoices
+        self.unchanged += invoices
+
+    def add(self, invoices: pa.Table, lines: int, left_out: int) -> None:
+        """A parsed batch: its invoices and lines, of which `left_out` invoices were not loaded."""
         self.newest = _later(self.newest, invoices)
         self.invoices += invoices.num_rows
         self.lines += lines
-        self.unchanged += unchanged
+        self.unchanged += left_out
         now = time.monotonic()
         if self._last_log is None or now - self._last_log >= settings.PROGRESS_SECONDS:
             self._last_log = now
@@ -187,17 +201,20 @@ class Progress:
     def figures(self) -> dict[str, int]:
         return {"invoices_read": self.invoices, "lines_read": self.lines, "unchanged": self.unchanged}
 
-    def done(self) -> None:
+    def done(self, newest_left_out: datetime | None) -> None:
+        if newest_left_out is not None and (self.newest is None or newest_left_out > self.newest):
+            self.newest = newest_left_out
         if self._logged != (self.invoices, self.lines):
             self._log()
 
     def _log(self) -> None:
         self._logged = (self.invoices, self.lines)
         logger.info(
-            "accelerate: %s invoices, %s lines read; %s invoices unchanged since loaded (left out)",
+            "accelerate: %s invoices read, %s of them stored already as they are (left out); %s lines "
+            "read of the others",
             f"{self.invoices:,}",
-            f"{self.lines:,}",
             f"{self.unchanged:,}",
+            f"{self.lines:,}",
         )
 
 

@@ -33,15 +33,15 @@ def seed_for(timezone: str) -> int:
     return xxh3_64_intdigest(f"{_VERSION}|{timezone}".encode())
 
 
-def of_raw_items(items: Iterable[bytes | memoryview], seed: int) -> pa.Array:
+def of_raw_items(items: Iterable[bytes | memoryview], seed: int) -> np.ndarray:
     """One fingerprint per raw item (its exact bytes)."""
-    return _as_array(xxh3_64_intdigest(item, seed) for item in items)
+    return _as_int64(xxh3_64_intdigest(item, seed) for item in items)
 
 
-def of_parsed_items(items: Iterable[dict[str, Any]], seed: int) -> pa.Array:
+def of_parsed_items(items: Iterable[dict[str, Any]], seed: int) -> np.ndarray:
     """One fingerprint per parsed item, from a canonical serialisation (keys sorted; a decimal marked as
     one, so it never hashes like the same digits sent as a string)."""
-    return _as_array(
+    return _as_int64(
         xxh3_64_intdigest(
             json.dumps(item, sort_keys=True, separators=(",", ":"), default=_marked).encode(), seed
         )
@@ -49,15 +49,15 @@ def of_parsed_items(items: Iterable[dict[str, Any]], seed: int) -> pa.Array:
     )
 
 
-def with_fingerprints(invoices: pa.Table, fingerprints: pa.Array) -> pa.Table:
-    return invoices.append_column(pa.field(FINGERPRINT, pa.int64()), fingerprints)
+def with_fingerprints(invoices: pa.Table, fingerprints: np.ndarray) -> pa.Table:
+    return invoices.append_column(pa.field(FINGERPRINT, pa.int64()), from_numpy(fingerprints))
 
 
-def _as_array(digests: Iterable[int]) -> pa.Array:
+def _as_int64(digests: Iterable[int]) -> np.ndarray:
     """xxh3's 64 bits, read as a signed BIGINT (what every destination stores). xxh3 rather than a
     cryptographic hash: no one chooses these bytes to collide, and it is ~13x faster (0.03 s against
     blake2b's 0.44 s for 100k invoices)."""
-    return from_numpy(np.fromiter(digests, np.uint64).view(np.int64))
+    return np.fromiter(digests, np.uint64).view(np.int64)
 
 
 def _marked(value: Any) -> dict[str, str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import ijson
+import numpy as np
 import pyarrow as pa
 
 from pipelines.accelerate import fingerprint, settings
@@ -52,17 +53,37 @@ def item_batches(body: IO[bytes]) -> Iterator[ItemBatch | list[dict[str, Any]]]:
     yield from read_batches(body, spans, settings.BATCH_SIZE)
 
 
-def to_tables(
-    batch: ItemBatch | list[dict[str, Any]], converter: BatchConverter
-) -> Iterator[tuple[pa.Table, pa.Table]]:
-    """One (invoices, lines) pair for a batch arrow reads; a pair per DICT_BATCH_SIZE items otherwise."""
-    seed = fingerprint.seed_for(converter.timezone)
+def fingerprints_of(batch: ItemBatch | list[dict[str, Any]], timezone: str) -> np.ndarray:
+    """The batch's fingerprints in order: of each item's bytes where the body was split, else of each
+    parsed item (before `convert`, which takes the lines out)."""
+    seed = fingerprint.seed_for(timezone)
     if isinstance(batch, list):
-        fingerprints = fingerprint.of_parsed_items(batch, seed)  # before `convert`, which takes the lines out
+        return fingerprint.of_parsed_items(batch, seed)
+    return fingerprint.of_raw_items(batch.raw_items(), seed)
+
+
+def without_items(
+    batch: ItemBatch | list[dict[str, Any]], left_out: np.ndarray
+) -> ItemBatch | list[dict[str, Any]]:
+    """The batch less the items marked, in order."""
+    if isinstance(batch, list):
+        return [item for item, out in zip(batch, left_out.tolist(), strict=True) if not out]
+    return batch.subset(~left_out)
+
+
+def to_tables(
+    batch: ItemBatch | list[dict[str, Any]],
+    converter: BatchConverter,
+    fingerprints: np.ndarray | None = None,
+) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """One (invoices, lines) pair for a batch arrow reads; a pair per DICT_BATCH_SIZE items otherwise.
+    `fingerprints` are the batch's (`fingerprints_of`), when the caller has them already."""
+    if fingerprints is None:
+        fingerprints = fingerprints_of(batch, converter.timezone)
+    if isinstance(batch, list):
         invoices, lines = converter.convert(batch)
         yield fingerprint.with_fingerprints(invoices, fingerprints), lines
         return
-    fingerprints = fingerprint.of_raw_items(batch.raw_items(), seed)
     document = batch.newline_delimited()
     fast = None if document is None else _read_fast(batch, document, converter)
     if fast is not None:

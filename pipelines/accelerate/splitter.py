@@ -103,6 +103,16 @@ class ItemBatch:
         for start, end in zip(self.starts.tolist(), self.ends.tolist(), strict=True):
             yield region[start:end]
 
+    def subset(self, keep: np.ndarray) -> ItemBatch:
+        """The items marked `keep`, in order, one per line in a buffer of their own (a copy: the items
+        left out are not parsed, and this batch's buffer is reused by the next)."""
+        starts, ends = self.starts[keep], self.ends[keep]
+        lengths = ends - starts
+        new_ends = np.cumsum(lengths + 1) - 1  # each item followed by a newline
+        region = self.region
+        joined = b"\n".join([region[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
+        return ItemBatch(memoryview(bytearray(joined)), new_ends - lengths, new_ends)
+
     def newline_delimited(self) -> memoryview | None:
         """The items one per line (what arrow's JSON reader takes), made in place by turning what lies
         between items (a comma, maybe spaces) into a newline and spaces; None if an item itself spans
