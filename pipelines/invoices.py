@@ -88,6 +88,12 @@ class RunSummary:
                     f"  accelerate: read {read.get('invoices_read', 0):,} invoices; "
                     f"{read.get('unchanged', 0):,} were stored already as they are and were left out, "
                     f"the others had {read.get('lines_read', 0):,} lines"
+                    + (
+                        f"; {read['older_than_stored']:,} were older than the version stored and were "
+                        "not loaded"
+                        if read.get("older_than_stored")
+                        else ""
+                    )
                 )
         if self.qvalia is not None:
             q = self.qvalia

@@ -155,7 +155,8 @@ def _new_versions(
     body: IO[bytes], converter: BatchConverter, stored: StoredVersions, progress: Progress
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """The invoices read (and their lines), less the versions the destination holds already, which are left
-    out before they are parsed (see stored_versions.py)."""
+    out before arrow parses them (a body that is not a plain `{"items": [...]}` is parsed to dicts first,
+    and only their conversion is saved), and less versions older than those (see stored_versions.py)."""
     for batch in item_batches(body):
         fingerprints = fingerprints_of(batch, converter.timezone)
         left_out = stored.leave_out(fingerprints)
@@ -167,7 +168,7 @@ def _new_versions(
         for invoices, lines in to_tables(batch, converter, fingerprints):
             read = (invoices, lines.num_rows)
             invoices, lines = stored.keep_newer(invoices, lines)
-            progress.add(*read, left_out=read[0].num_rows - invoices.num_rows)
+            progress.add(*read, older=read[0].num_rows - invoices.num_rows)
             if invoices.num_rows:
                 yield invoices, lines
 
@@ -177,7 +178,7 @@ class Progress:
     without flooding a scheduler's log."""
 
     def __init__(self, newest: datetime | None) -> None:
-        self.invoices = self.lines = self.unchanged = 0
+        self.invoices = self.lines = self.unchanged = self.older = 0
         self.newest = newest  # the newest last_update_date read so far (the cursor's next value)
         self._last_log: float | None = None
         self._logged = (-1, -1)
@@ -186,20 +187,30 @@ class Progress:
         """Invoices left out unparsed: read, and stored already as they are."""
         self.invoices += invoices
         self.unchanged += invoices
+        self._tick()
 
-    def add(self, invoices: pa.Table, lines: int, left_out: int) -> None:
-        """A parsed batch: its invoices and lines, of which `left_out` invoices were not loaded."""
+    def add(self, invoices: pa.Table, lines: int, older: int) -> None:
+        """A parsed batch: its invoices and lines, of which `older` invoices were older than the version
+        stored (and not loaded)."""
         self.newest = _later(self.newest, invoices)
         self.invoices += invoices.num_rows
         self.lines += lines
-        self.unchanged += left_out
+        self.older += older
+        self._tick()
+
+    def figures(self) -> dict[str, int]:
+        return {
+            "invoices_read": self.invoices,
+            "lines_read": self.lines,
+            "unchanged": self.unchanged,
+            "older_than_stored": self.older,
+        }
+
+    def _tick(self) -> None:
         now = time.monotonic()
         if self._last_log is None or now - self._last_log >= settings.PROGRESS_SECONDS:
             self._last_log = now
             self._log()
-
-    def figures(self) -> dict[str, int]:
-        return {"invoices_read": self.invoices, "lines_read": self.lines, "unchanged": self.unchanged}
 
     def done(self, newest_left_out: datetime | None) -> None:
         if newest_left_out is not None and (self.newest is None or newest_left_out > self.newest):
@@ -210,8 +221,8 @@ class Progress:
     def _log(self) -> None:
         self._logged = (self.invoices, self.lines)
         logger.info(
-            "accelerate: %s invoices read, %s of them stored already as they are (left out); %s lines "
-            "read of the others",
+            "accelerate: %s invoices read, %s of them stored already as they are (left out unparsed); %s "
+            "lines read with the others",
             f"{self.invoices:,}",
             f"{self.unchanged:,}",
             f"{self.lines:,}",

@@ -4,9 +4,11 @@ again from the version it already holds.
 The lookback window makes every run read again what the run before loaded. The stamp alone
 (`last_update_date`) cannot say the content is the same: stamps have one-second resolution, a commit can
 land in the second a run read, and a body spoiled in transit can carry the right stamp. The bytes can: an
-invoice with the same id and the same fingerprint is the same invoice, lines included (they are inside
-it). A different fingerprint for the same content (the API's serialiser changed, or the body had to be
-read the general way) only means the invoice is loaded once more, never that a change is missed.
+item whose fingerprint is stored is the stored invoice, id and lines included (they are inside it), so it
+is matched before it is parsed. Two different items share a 64-bit fingerprint with a probability of
+about read*stored/2**64 per run (5e-11 for 30,000 read against 30,000 stored). A different fingerprint for the same
+content (the API's serialiser changed, or the body had to be read the general way) only means the invoice
+is loaded once more, never that a change is missed.
 """
 
 from __future__ import annotations

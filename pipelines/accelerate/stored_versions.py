@@ -35,8 +35,9 @@ from pipelines.destination_query import query_columns
 logger = logging.getLogger(__name__)
 
 _KEY, _STAMP, _LOAD_ID = "invoice_id", "last_update_date", C_DLT_LOAD_ID
-# A null id, fingerprint or stamp: stored rows with a null id or fingerprint are not kept (they match
-# nothing, so their invoices are loaded), and a null stamp sorts below every other, as in the merge.
+# A null (or unreadable) id, fingerprint or stamp. Stored rows with one are not kept: they match nothing,
+# so their invoices are parsed and loaded. A version read with a null stamp loses to a stored one with a
+# stamp, as in the merge (NULLS LAST under DESC).
 _NULL = np.iinfo(np.int64).min
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -48,18 +49,19 @@ _SQL = (
 
 class StoredVersions:
     """(fingerprint, invoice_id, last_update_date) of the stored invoices updated since the run's first day,
-    sorted by fingerprint, and what this run did with each: three integers and two flags an invoice, so
-    26 MB for a million of them."""
+    sorted by fingerprint, and what this run did with each: five integers and two flags an invoice, so
+    42 MB for a million of them."""
 
     def __init__(self, ids: np.ndarray, fingerprints: np.ndarray, stamps: np.ndarray) -> None:
-        known = (ids != _NULL) & (fingerprints != _NULL)
+        # The rules below keep one state per invoice, so an id stored twice (a table edited by hand) is
+        # not kept either: its invoice is loaded, and the merge leaves one row.
+        known = (ids != _NULL) & (fingerprints != _NULL) & (stamps != _NULL) & ~_repeated(ids)
         ids, fingerprints, stamps = ids[known], fingerprints[known], stamps[known]
         order = np.argsort(fingerprints, kind="stable")
         self._fingerprints = fingerprints[order]
         self._ids = ids[order]
         self._stamps = stamps[order]
         self._by_id = np.argsort(self._ids, kind="stable")
-        self._sorted_ids = self._ids[self._by_id]
         self._left_out = np.zeros(len(order), bool)  # its version was read and left out in this run
         self._loaded = np.zeros(len(order), bool)  # another version of the invoice went to the load
         self._loaded_stamp = np.full(len(order), _NULL, np.int64)  # the newest stamp among those
@@ -136,12 +138,11 @@ class StoredVersions:
         ids = _as_integers(invoices[_KEY])
         if ids is None:
             return invoices, lines
-        at, found = _positions(self._sorted_ids, ids)
+        at, found = _positions(self._ids, ids, self._by_id)
         if not found.any():
             return invoices, lines
         rows, stamps = self._by_id[at], _stamps_of(invoices)
-        stored_stamps = self._stamps[rows]
-        older = found & self._left_out[rows] & (stored_stamps != _NULL) & (stamps < stored_stamps)
+        older = found & self._left_out[rows] & (stamps < self._stamps[rows])
         if older.any():
             invoices, lines = _without(invoices, lines, ids, older)
             found &= ~older
@@ -153,14 +154,23 @@ class StoredVersions:
         """The newest `last_update_date` of the versions left out: the cursor must move past them as if
         they had been parsed."""
         stamps = self._stamps[self._left_out]
-        stamps = stamps[stamps != _NULL]
         return _EPOCH + int(stamps.max()) * _MICROSECOND if len(stamps) else None
 
 
-def _positions(sorted_values: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each value is in `sorted_values`, and whether it is there at all."""
-    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
-    return at, sorted_values[at] == values
+def _positions(
+    stored: np.ndarray, values: np.ndarray, sorter: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each value is in `stored` (sorted, or in `sorter`'s order: then the position is in that
+    order), and whether it is there at all."""
+    at = np.minimum(np.searchsorted(stored, values, sorter=sorter), len(stored) - 1)
+    rows = at if sorter is None else sorter[at]
+    return at, stored[rows] == values
+
+
+def _repeated(values: np.ndarray) -> np.ndarray:
+    """Which values occur more than once."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return counts[inverse] > 1
 
 
 def _without(
@@ -224,7 +234,7 @@ def _whole(value: Any) -> int:
 
 def _instants(values: list[Any]) -> np.ndarray:
     """Stored stamps as microseconds since the epoch (a naive one is UTC, as dlt stores them); `_NULL` for
-    a null or for anything that is not a datetime."""
+    a null or for anything that is not a datetime (a driver that returns text), which is not kept."""
     return np.fromiter((_micros(value) for value in values), np.int64, count=len(values))
 
 
