@@ -185,9 +185,10 @@ class Progress:
 
     def leave_out(self, invoices: int) -> None:
         """Invoices left out unparsed: read, and stored already as they are."""
-        self.invoices += invoices
-        self.unchanged += invoices
-        self._tick()
+        if invoices:
+            self.invoices += invoices
+            self.unchanged += invoices
+            self._tick()
 
     def add(self, invoices: pa.Table, lines: int, older: int) -> None:
         """A parsed batch: its invoices and lines, of which `older` invoices were older than the version
