@@ -4,8 +4,9 @@ dlt opens the file and closes it again for the state sync, the extract's reads, 
 package's completion: nine times in a run that loads a changed day, each open ~30 ms and each close a
 checkpoint. dlt takes an open DuckDB connection as credentials (and never closes one it did not open), so
 the job opens the file once per run and hands that connection to every step. The file is closed when the
-run ends, so notebooks and other processes can open it between runs. DuckDB credentials the user
-configured with settings of their own are left alone.
+run ends, so notebooks and other processes can open it between runs, and its checkpoint compacts tables
+only when they are due (duckdb_vacuum.py). DuckDB credentials the user configured with settings of their
+own are left alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import dlt
 
 from pipelines.duckdb_memory import own_credentials
+from pipelines.duckdb_vacuum import vacuum_only_when_due
 
 # dlt's DuckDB credentials keep a connection handed to them here, and carry it through the copies it
 # makes for each step (`DuckDbBaseCredentials.external_conn`, `copy`, `parse_native_representation`).
@@ -47,4 +49,6 @@ def _connect(pipeline: dlt.Pipeline, database: str) -> Any:
     # `make_pipeline` gives one; a relative one (or `:pipeline:`) is placed by dlt's own rules, which costs
     # resolving the destination's configuration (~27 ms a run).
     path = database if os.path.isabs(database) else pipeline.destination_client().config.credentials.database
-    return duckdb.connect(path)
+    connection = duckdb.connect(path)
+    vacuum_only_when_due(connection)
+    return connection
