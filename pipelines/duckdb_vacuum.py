@@ -34,7 +34,9 @@ def vacuum_only_when_due(connection: Any) -> None:
     """Hold back the checkpoint's vacuuming on this connection, unless a table is due for compacting."""
     due = tables_due(connection)
     if due:
-        logger.info("DuckDB compacts %s at the end of this run (deleted rows pile up between)", ", ".join(due))
+        logger.info(
+            "DuckDB compacts %s at the end of this run (deleted rows pile up between)", ", ".join(due)
+        )
         _set_tasks(connection, _DUCKDB_DEFAULT_TASKS)
     else:
         _set_tasks(connection, 0)
