@@ -120,6 +120,16 @@ def test_each_step_gets_the_memory_cap_of_the_moment(tmp_path: Path) -> None:
     assert "MiB" in capped and float(capped.split()[0]) < 64  # DuckDB prints 64MB as 61.0 MiB
 
 
+def test_the_runs_connection_holds_back_vacuuming(tmp_path: Path) -> None:
+    """Every step of the run sees the vacuum setting the job chose when it opened the file (duckdb_vacuum.py)."""
+    pipeline = _pipeline(tmp_path, duckdb_destination(str(tmp_path / "own.duckdb")))
+    with one_connection(pipeline), pipeline.sql_client() as client:
+        tasks = client.execute_sql("SELECT current_setting('max_vacuum_tasks')")[0][0]
+    assert int(tasks) == 0
+    with pipeline.sql_client() as client:  # dlt's own connection, after the run: DuckDB's default
+        assert int(client.execute_sql("SELECT current_setting('max_vacuum_tasks')")[0][0]) > 0
+
+
 def test_credentials_the_user_configured_are_left_to_dlt(tmp_path: Path, connects: list[str]) -> None:
     database = tmp_path / "users.duckdb"
     pipeline = _pipeline(tmp_path, dlt.destinations.duckdb(str(database)))
