@@ -27,9 +27,11 @@ from pipelines.accelerate.client import (
     _refuse_unpaired_surrogates,
 )
 from pipelines.accelerate.convert import BatchConverter, batched
+from pipelines.accelerate.raw_items import batches_of, deepest_item, split_in_memory
 from pipelines.accelerate.schema import LINES_FIELD
 from pipelines.accelerate.splitter import (
     MAX_DOCUMENT_DEPTH,
+    MAX_ITEM_DEPTH,
     ItemBatch,
     deepest_nesting,
     find_items,
@@ -39,18 +41,33 @@ from pipelines.errors import ApiResponseError
 
 
 def item_batches(body: IO[bytes]) -> Iterator[ItemBatch | list[dict[str, Any]]]:
+    """The body's items in batches: split by msgspec where the body is small enough to hold (raw_items.py),
+    else by the byte scan; the dict way for a body that is not a plain `{"items": [...]}`."""
+    body.flush()
+    if body.seek(0, io.SEEK_END) <= settings.IN_MEMORY_BODY_BYTES:
+        body.seek(0)
+        # msgspec refuses half a surrogate pair as `_refuse_unpaired_surrogates` does: a body it splits
+        # holds none, and one it refuses is searched below, where the error names the byte.
+        items = split_in_memory(body.read())
+        if items is not None:
+            yield from batches_of(items, settings.BATCH_SIZE)
+            return
     _refuse_unpaired_surrogates(body)
     spans = find_items(body)
     if spans is None:
-        if deepest_nesting(body) > MAX_DOCUMENT_DEPTH:
-            raise ApiResponseError(
-                f"{API} answered with JSON nested more than {MAX_DOCUMENT_DEPTH} levels deep, which no invoice "
-                "needs (and whose parsing would take memory without bound): nothing was loaded"
-            )
+        _refuse_deeper_than_any_invoice(deepest_nesting(body))
         body.seek(0)
         yield from batched(_parse_items(body), settings.DICT_BATCH_SIZE)
         return
     yield from read_batches(body, spans, settings.BATCH_SIZE)
+
+
+def _refuse_deeper_than_any_invoice(depth: int) -> None:
+    if depth > MAX_DOCUMENT_DEPTH:
+        raise ApiResponseError(
+            f"{API} answered with JSON nested more than {MAX_DOCUMENT_DEPTH} levels deep, which no invoice "
+            "needs (and whose parsing would take memory without bound): nothing was loaded"
+        )
 
 
 def fingerprints_of(batch: ItemBatch | list[dict[str, Any]], timezone: str) -> np.ndarray:
@@ -84,7 +101,7 @@ def to_tables(
         invoices, lines = converter.convert(batch)
         yield fingerprint.with_fingerprints(invoices, fingerprints), lines
         return
-    document = batch.newline_delimited()
+    document = batch.newline_delimited() if _arrow_can_take(batch) else None
     fast = None if document is None else _read_fast(batch, document, converter)
     if fast is not None:
         yield fingerprint.with_fingerprints(fast[0], fingerprints), fast[1]
@@ -93,6 +110,15 @@ def to_tables(
     for start in range(0, len(items), settings.DICT_BATCH_SIZE):
         invoices, lines = converter.convert(decode_items(items[start : start + settings.DICT_BATCH_SIZE]))
         yield fingerprint.with_fingerprints(invoices, fingerprints[start : start + len(invoices)]), lines
+
+
+def _arrow_can_take(batch: ItemBatch) -> bool:
+    """No item nests deeper than arrow's reader takes; one nested deeper than any invoice fails the run."""
+    if batch.nesting_checked:
+        return True
+    depth = deepest_item(batch)
+    _refuse_deeper_than_any_invoice(depth)
+    return depth <= MAX_ITEM_DEPTH
 
 
 def joined(pairs: Iterable[tuple[pa.Table, pa.Table]], rows: int) -> Iterator[tuple[pa.Table, pa.Table]]:

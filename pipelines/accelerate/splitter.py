@@ -21,14 +21,14 @@ from typing import IO
 
 import numpy as np
 
-_PREFIX = re.compile(rb'\A[ \t\r\n]*\{[ \t\r\n]*"items"[ \t\r\n]*:[ \t\r\n]*\[')
-_SUFFIX = re.compile(rb"\A\][ \t\r\n]*\}[ \t\r\n]*\Z")
+PREFIX = re.compile(rb'\A[ \t\r\n]*\{[ \t\r\n]*"items"[ \t\r\n]*:[ \t\r\n]*\[')
+SUFFIX = re.compile(rb"\A\][ \t\r\n]*\}[ \t\r\n]*\Z")
 _WHITESPACE = b" \t\r\n"
 _CHUNK_BYTES = 8 << 20
 _HEAD_BYTES = 4096
 # Nesting inside an item beyond which the fast reader leaves the body to the general parser (an invoice is
 # 3 deep: the item, its lines, a line); a body nested deeper than MAX_DOCUMENT_DEPTH is refused.
-_MAX_DEPTH = 64
+MAX_ITEM_DEPTH = 64
 MAX_DOCUMENT_DEPTH = 256
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 _OPENERS = (ord("{"), ord("["))
@@ -52,7 +52,7 @@ def find_items(body: IO[bytes], chunk_bytes: int = _CHUNK_BYTES) -> ItemSpans | 
     head = body.read(chunk_bytes)
     while len(head) < _HEAD_BYTES and (more := body.read(chunk_bytes)):
         head += more  # enough to see the outline's start, whatever the chunk size
-    prefix = _PREFIX.match(head)
+    prefix = PREFIX.match(head)
     if prefix is None:
         return None
     buffer, offset = head[prefix.end() :], prefix.end()
@@ -72,7 +72,7 @@ def find_items(body: IO[bytes], chunk_bytes: int = _CHUNK_BYTES) -> ItemSpans | 
             ends.append(item_ends + offset)
         if closed_at is not None:
             rest = buffer[closed_at:] + body.read()
-            return ItemSpans(_join(starts), _join(ends)) if _SUFFIX.match(rest) else None
+            return ItemSpans(_join(starts), _join(ends)) if SUFFIX.match(rest) else None
         consumed = int(item_ends[-1]) if len(item_ends) else 0
         more = body.read(chunk_bytes)
         if not more:
@@ -88,6 +88,9 @@ class ItemBatch:
     region: memoryview
     starts: np.ndarray
     ends: np.ndarray
+    # Whether the items are known to nest no deeper than arrow's reader takes: the byte scan measures every
+    # item; items split by msgspec (raw_items.py) are measured when parsed, only those that could be deep.
+    nesting_checked: bool = True
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -111,7 +114,7 @@ class ItemBatch:
         new_ends = np.cumsum(lengths + 1) - 1  # each item followed by a newline
         region = self.region
         joined = b"\n".join([region[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
-        return ItemBatch(memoryview(bytearray(joined)), new_ends - lengths, new_ends)
+        return ItemBatch(memoryview(bytearray(joined)), new_ends - lengths, new_ends, self.nesting_checked)
 
     def newline_delimited(self) -> memoryview | None:
         """The items one per line (what arrow's JSON reader takes), made in place by turning what lies
@@ -153,7 +156,7 @@ def _scan(buffer: bytes) -> tuple[np.ndarray, np.ndarray, int | None] | None:
     offsets, and where the items array closes if it does. None if an item is not an object."""
     structural, chars, opens, _ = _brackets_outside_strings(np.frombuffer(buffer, np.uint8), in_string=False)
     depth_after = np.where(opens, 1, -1).cumsum()
-    if len(depth_after) and int(depth_after.max()) > _MAX_DEPTH:
+    if len(depth_after) and int(depth_after.max()) > MAX_ITEM_DEPTH:
         return None  # arrow's JSON reader recurses per level and overflows the C stack (SIGSEGV) when deep
     closed = np.flatnonzero(depth_after < 0)
     closed_at = int(structural[closed[0]]) if len(closed) else None

@@ -1,0 +1,137 @@
+"""A body held in memory is split by msgspec (raw_items.py) into exactly the items the byte scan finds, or
+into nothing, and then goes the byte scan's way: the same outlines refused, the same half surrogate pairs
+and the same depths caught, and the same tables read."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_fast_reader import (
+    OTHER_OUTLINES,
+    ZONE,
+    assert_same_tables,
+    fingerprinted,
+    general_way,
+    invoice,
+    json_values,
+    spans_of,
+    surrogate_text,
+    text,
+)
+
+from pipelines.accelerate import settings as accelerate_settings
+from pipelines.accelerate.convert import BatchConverter
+from pipelines.accelerate.raw_items import batches_of, deepest_item, split_in_memory
+from pipelines.accelerate.reader import item_batches, to_tables
+from pipelines.accelerate.splitter import MAX_ITEM_DEPTH, ItemBatch
+from pipelines.accelerate.surrogates import unpaired_surrogate_offset
+from pipelines.errors import ApiResponseError
+
+
+def split(body: bytes) -> list[bytes] | None:
+    items = split_in_memory(body)
+    return None if items is None else [bytes(item) for item in items]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=st.lists(st.dictionaries(text, json_values, max_size=4), max_size=6),
+    indent=st.sampled_from([None, 1]),
+)
+def test_the_items_are_the_byte_scans_items_byte_for_byte(
+    items: list[dict[str, Any]], indent: int | None
+) -> None:
+    body = json.dumps({"items": items}, ensure_ascii=False, indent=indent).encode()
+    assert split(body) == spans_of(body)
+    found = split(body)
+    assert found is not None and [json.loads(item) for item in found] == items
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        *OTHER_OUTLINES,
+        b'{"items":[{"a":1}],"items":[{"b":2}]}',  # msgspec keeps the last of two keys
+        b'{"items":[{"b":2}],"items":[{"a":1}]}',
+        b'{"items":[{"a":tru}]}',
+    ],
+)
+def test_other_outlines_and_invalid_json_are_left_to_the_byte_scan(body: bytes) -> None:
+    assert split(body) is None
+
+
+def test_an_empty_items_array_has_no_items() -> None:
+    assert split(b' { "items" : [ ] } \n') == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=surrogate_text)
+def test_a_body_split_in_memory_holds_no_half_surrogate_pair(text: str) -> None:
+    body = ('{"items":[{"s":"' + text + '"}]}').encode()
+    if split(body) is not None:
+        assert unpaired_surrogate_offset(io.BytesIO(body)) is None
+
+
+def test_half_a_surrogate_pair_fails_with_the_byte_it_is_at() -> None:
+    body = b'{"items":[{"invoice_id":1,"payer_street":"cut \\ud83d here"}]}'
+    with io.BytesIO(body) as stream, pytest.raises(ApiResponseError, match=r"surrogate pair .* at byte"):
+        list(item_batches(stream))
+
+
+def _batch(items: list[bytes]) -> ItemBatch:
+    raw = split_in_memory(b'{"items":[' + b",".join(items) + b"]}")
+    assert raw is not None
+    (batch,) = list(batches_of(raw, len(items)))
+    return batch
+
+
+@pytest.mark.parametrize("depth", [1, MAX_ITEM_DEPTH - 3, MAX_ITEM_DEPTH + 1, 200])
+def test_items_deeper_than_arrow_takes_are_measured_and_read_the_general_way(depth: int) -> None:
+    nested = b"[" * depth + b"]" * depth
+    items = [invoice(invoice_id=1), b'{"invoice_id":2,"deep":' + nested + b',"strings":"[[[[[[[["}']
+    batch = _batch(items)
+    measured = deepest_item(batch)  # the item's own braces are a level
+    if depth == 1:
+        assert measured == 0  # too few openers to be measured at all
+    else:
+        assert measured == depth + 1  # the strings' brackets made it a suspect; measured, they do not count
+    (tables,) = list(to_tables(batch, BatchConverter(ZONE, {})))
+    assert_same_tables(tables, fingerprinted(items, general_way(items, {})))
+
+
+def test_an_item_nested_beyond_any_invoice_fails_the_run() -> None:
+    batch = _batch([b'{"invoice_id":1,"x":' + b"[" * 300 + b"]" * 300 + b"}"])
+    with pytest.raises(ApiResponseError, match="nested more than 256 levels"):
+        list(to_tables(batch, BatchConverter(ZONE, {})))
+
+
+def test_a_body_too_large_to_hold_is_split_by_the_byte_scan_into_the_same_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    items = [invoice(invoice_id=number, payer_street=f"{number} High Street") for number in range(7)]
+    body = b'{"items": [\n' + b" ,\n".join(items) + b"\n]}"
+
+    def batches() -> list[tuple[list[bytes], bool]]:
+        with io.BytesIO(body) as stream:
+            return [(batch.items(), batch.nesting_checked) for batch in item_batches(stream)]
+
+    monkeypatch.setattr(accelerate_settings, "BATCH_SIZE", 3)
+    in_memory = batches()
+    monkeypatch.setattr(accelerate_settings, "IN_MEMORY_BODY_BYTES", len(body) - 1)
+    scanned = batches()
+    assert (
+        [items for items, _ in in_memory]
+        == [items for items, _ in scanned]
+        == [
+            items[0:3],
+            items[3:6],
+            items[6:7],
+        ]
+    )
+    assert {checked for _, checked in in_memory} == {False}
+    assert {checked for _, checked in scanned} == {True}
