@@ -16,10 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipelines.accelerate import settings as accelerate_settings
 from pipelines.accelerate.arrow_json import NewFields, read_items
 from pipelines.accelerate.convert import BatchConverter
 from pipelines.accelerate.fingerprint import of_raw_items, seed_for, with_fingerprints
-from pipelines.accelerate.reader import decode_items, item_batches, joined, to_tables
+from pipelines.accelerate.raw_items import RawBatch
+from pipelines.accelerate.reader import decode_items, item_batches, joined, to_tables, without_items
 from pipelines.accelerate.splitter import ItemBatch, deepest_nesting, find_items, read_batches
 from pipelines.accelerate.surrogates import unpaired_surrogate_offset
 from pipelines.emulator import World
@@ -222,7 +224,16 @@ def test_unpaired_surrogates_are_found_whatever_the_chunk_size(text: str, chunk:
             json.loads(body)
 
 
-def test_new_fields_are_typed_from_their_first_value_as_the_general_way_types_them() -> None:
+@pytest.fixture(params=["in memory", "byte scan"])
+def split_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
+    """Both ways a plain body is split: msgspec for a body small enough to hold, the byte scan beyond."""
+    if request.param == "byte scan":
+        monkeypatch.setattr(accelerate_settings, "IN_MEMORY_BODY_BYTES", -1)
+        return ItemBatch
+    return RawBatch
+
+
+def test_new_fields_are_typed_from_their_first_value_as_the_general_way_types_them(split_way: type) -> None:
     items = [
         invoice(invoice_id=1),
         invoice(invoice_id=2, brand_new_field=None, invoice_lines=[{"quantity": 1}, {"colour": "red"}]),
@@ -234,7 +245,7 @@ def test_new_fields_are_typed_from_their_first_value_as_the_general_way_types_th
     converter = BatchConverter(ZONE, field_types)
     with io.BytesIO(body) as stream:
         (batch,) = list(item_batches(stream))
-        assert isinstance(batch, ItemBatch)
+        assert isinstance(batch, split_way)
         (fast,) = list(to_tables(batch, converter))
     general_types: dict[str, Any] = {}
     assert_same_tables(fast, fingerprinted(items, general_way(items, general_types)))
@@ -296,14 +307,14 @@ def test_read_batches_typed_two_ways_go_to_dlt_one_by_one() -> None:
 
 
 @pytest.mark.parametrize("keep", [[True, False, True, False], [False, False, False, True], [True] * 4])
-def test_a_batch_less_some_items_reads_as_those_items_alone(keep: list[bool]) -> None:
+def test_a_batch_less_some_items_reads_as_those_items_alone(keep: list[bool], split_way: type) -> None:
     """What a run parses once the stored versions are left out: the other items, exactly, in order."""
     items = [invoice(invoice_id=number, paid_amount=Decimal(number)) for number in range(1, 5)]
     body = b'{"items": [' + b" ,\n ".join(items) + b"]}"
     with io.BytesIO(body) as stream:
         (batch,) = list(item_batches(stream))
-        assert isinstance(batch, ItemBatch)
-        subset = batch.subset(np.array(keep))
+        assert isinstance(batch, split_way)
+        subset = without_items(batch, ~np.array(keep))
         kept = [item for item, wanted in zip(items, keep, strict=True) if wanted]
         assert subset.items() == kept
         (fast,) = list(to_tables(subset, BatchConverter(ZONE, {})))

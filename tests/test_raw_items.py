@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +28,7 @@ from test_fast_reader import (
 
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.accelerate.convert import BatchConverter
-from pipelines.accelerate.raw_items import batches_of, deepest_item, split_in_memory
+from pipelines.accelerate.raw_items import RawBatch, batches_of, deepest_item, split_in_memory
 from pipelines.accelerate.reader import item_batches, to_tables
 from pipelines.accelerate.splitter import MAX_ITEM_DEPTH, ItemBatch
 from pipelines.accelerate.surrogates import unpaired_surrogate_offset
@@ -87,7 +89,7 @@ def _batch(items: list[bytes]) -> ItemBatch:
     raw = split_in_memory(b'{"items":[' + b",".join(items) + b"]}")
     assert raw is not None
     (batch,) = list(batches_of(raw, len(items)))
-    return batch
+    return batch.joined()
 
 
 @pytest.mark.parametrize("depth", [1, MAX_ITEM_DEPTH - 3, MAX_ITEM_DEPTH + 1, 200])
@@ -116,9 +118,9 @@ def test_a_body_too_large_to_hold_is_split_by_the_byte_scan_into_the_same_batche
     items = [invoice(invoice_id=number, payer_street=f"{number} High Street") for number in range(7)]
     body = b'{"items": [\n' + b" ,\n".join(items) + b"\n]}"
 
-    def batches() -> list[tuple[list[bytes], bool]]:
+    def batches() -> list[tuple[list[bytes], type]]:
         with io.BytesIO(body) as stream:
-            return [(batch.items(), batch.nesting_checked) for batch in item_batches(stream)]
+            return [(batch.items(), type(batch)) for batch in item_batches(stream)]
 
     monkeypatch.setattr(accelerate_settings, "BATCH_SIZE", 3)
     in_memory = batches()
@@ -133,5 +135,21 @@ def test_a_body_too_large_to_hold_is_split_by_the_byte_scan_into_the_same_batche
             items[6:7],
         ]
     )
-    assert {checked for _, checked in in_memory} == {False}
-    assert {checked for _, checked in scanned} == {True}
+    assert {kind for _, kind in in_memory} == {RawBatch}
+    assert {kind for _, kind in scanned} == {ItemBatch}
+
+
+def test_a_spooled_body_is_mapped_and_split_as_it_was_sent(tmp_path: Path) -> None:
+    items = [invoice(invoice_id=number) for number in range(5)]
+    body = b'{"items":[' + b",".join(items) + b"]}"
+    with (tmp_path / "body").open("w+b") as spooled:
+        spooled.write(body)
+        (batch,) = list(item_batches(spooled))
+    assert isinstance(batch, RawBatch) and batch.items() == items
+    kept = batch.joined(np.array([False, True, False, True, True]))
+    assert kept.items() == [items[1], items[3], items[4]] and not kept.nesting_checked
+
+
+def test_an_empty_spooled_body_is_left_to_the_general_parser(tmp_path: Path) -> None:
+    with (tmp_path / "body").open("w+b") as spooled, pytest.raises(ApiResponseError):
+        list(item_batches(spooled))

@@ -15,7 +15,10 @@ None and the body goes the splitter's way, which reaches the same answer or name
 from __future__ import annotations
 
 import io
+import mmap
 from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import compress
 
 import msgspec
 import numpy as np
@@ -31,10 +34,11 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _DECODER = msgspec.json.Decoder(_Envelope)
+Buffer = bytes | mmap.mmap
 
 
-def split_in_memory(body: bytes) -> list[msgspec.Raw] | None:
-    """The body's items, each a view of `body`, or None when the body is not a plain `{"items": [...]}`
+def split_in_memory(body: Buffer) -> list[msgspec.Raw] | None:
+    """The body's items, each a view of `body` (bytes, or the spooled file mapped), or None when the body is not a plain `{"items": [...]}`
     of objects (or is not JSON, or nests deeper than msgspec recurses)."""
     prefix = PREFIX.match(body)
     if prefix is None:
@@ -59,14 +63,34 @@ def split_in_memory(body: bytes) -> list[msgspec.Raw] | None:
     return items
 
 
-def batches_of(items: list[msgspec.Raw], batch_size: int) -> Iterator[ItemBatch]:
-    """The items `batch_size` at a time, each batch one per line in a buffer of its own."""
-    for first in range(0, len(items), batch_size):
-        batch = items[first : first + batch_size]
-        lengths = np.fromiter((len(item) for item in batch), np.int64, len(batch))
+@dataclass
+class RawBatch:
+    """Consecutive items as msgspec gave them: views of the body, not copied. Those left out are never
+    copied; the others are joined one per line, in a buffer of their own, when they are to be parsed."""
+
+    raw: list[msgspec.Raw]
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def raw_items(self) -> list[msgspec.Raw]:
+        return self.raw
+
+    def items(self) -> list[bytes]:
+        return [bytes(item) for item in self.raw]
+
+    def joined(self, keep: np.ndarray | None = None) -> ItemBatch:
+        """The items (those marked `keep`), one per line, for arrow's reader."""
+        chosen = self.raw if keep is None else list(compress(self.raw, keep.tolist()))
+        lengths = np.fromiter(map(len, chosen), np.int64, len(chosen))
         ends = np.cumsum(lengths + 1) - 1  # each item followed by a newline
-        region = memoryview(bytearray(b"\n".join(batch)))
-        yield ItemBatch(region, ends - lengths, ends, nesting_checked=False)
+        region = memoryview(bytearray(b"\n").join(chosen))
+        return ItemBatch(region, ends - lengths, ends, nesting_checked=False)
+
+
+def batches_of(items: list[msgspec.Raw], batch_size: int) -> Iterator[RawBatch]:
+    for first in range(0, len(items), batch_size):
+        yield RawBatch(items[first : first + batch_size])
 
 
 def deepest_item(batch: ItemBatch) -> int:

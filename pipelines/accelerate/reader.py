@@ -10,6 +10,7 @@ its shape errors. Both ways give the same tables (tests/test_fast_reader.py).
 from __future__ import annotations
 
 import io
+import mmap
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -27,7 +28,7 @@ from pipelines.accelerate.client import (
     _refuse_unpaired_surrogates,
 )
 from pipelines.accelerate.convert import BatchConverter, batched
-from pipelines.accelerate.raw_items import batches_of, deepest_item, split_in_memory
+from pipelines.accelerate.raw_items import Buffer, RawBatch, batches_of, deepest_item, split_in_memory
 from pipelines.accelerate.schema import LINES_FIELD
 from pipelines.accelerate.splitter import (
     MAX_DOCUMENT_DEPTH,
@@ -40,15 +41,14 @@ from pipelines.accelerate.splitter import (
 from pipelines.errors import ApiResponseError
 
 
-def item_batches(body: IO[bytes]) -> Iterator[ItemBatch | list[dict[str, Any]]]:
+def item_batches(body: IO[bytes]) -> Iterator[ItemBatch | RawBatch | list[dict[str, Any]]]:
     """The body's items in batches: split by msgspec where the body is small enough to hold (raw_items.py),
     else by the byte scan; the dict way for a body that is not a plain `{"items": [...]}`."""
     body.flush()
     if body.seek(0, io.SEEK_END) <= settings.IN_MEMORY_BODY_BYTES:
-        body.seek(0)
         # msgspec refuses half a surrogate pair as `_refuse_unpaired_surrogates` does: a body it splits
         # holds none, and one it refuses is searched below, where the error names the byte.
-        items = split_in_memory(body.read())
+        items = split_in_memory(_whole(body))
         if items is not None:
             yield from batches_of(items, settings.BATCH_SIZE)
             return
@@ -62,6 +62,16 @@ def item_batches(body: IO[bytes]) -> Iterator[ItemBatch | list[dict[str, Any]]]:
     yield from read_batches(body, spans, settings.BATCH_SIZE)
 
 
+def _whole(body: IO[bytes]) -> Buffer:
+    """The spooled file mapped into memory (read where it cannot be: an in-memory body, an empty file).
+    The map is not closed here: the items are views of it, and it goes when the last of them does."""
+    try:
+        return mmap.mmap(body.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        body.seek(0)
+        return body.read()
+
+
 def _refuse_deeper_than_any_invoice(depth: int) -> None:
     if depth > MAX_DOCUMENT_DEPTH:
         raise ApiResponseError(
@@ -70,7 +80,7 @@ def _refuse_deeper_than_any_invoice(depth: int) -> None:
         )
 
 
-def fingerprints_of(batch: ItemBatch | list[dict[str, Any]], timezone: str) -> np.ndarray:
+def fingerprints_of(batch: ItemBatch | RawBatch | list[dict[str, Any]], timezone: str) -> np.ndarray:
     """The batch's fingerprints in order: of each item's bytes where the body was split, else of each
     parsed item (before `convert`, which takes the lines out)."""
     seed = fingerprint.seed_for(timezone)
@@ -80,16 +90,18 @@ def fingerprints_of(batch: ItemBatch | list[dict[str, Any]], timezone: str) -> n
 
 
 def without_items(
-    batch: ItemBatch | list[dict[str, Any]], left_out: np.ndarray
+    batch: ItemBatch | RawBatch | list[dict[str, Any]], left_out: np.ndarray
 ) -> ItemBatch | list[dict[str, Any]]:
     """The batch less the items marked, in order."""
     if isinstance(batch, list):
         return [item for item, out in zip(batch, left_out.tolist(), strict=True) if not out]
+    if isinstance(batch, RawBatch):
+        return batch.joined(~left_out)
     return batch.subset(~left_out)
 
 
 def to_tables(
-    batch: ItemBatch | list[dict[str, Any]],
+    batch: ItemBatch | RawBatch | list[dict[str, Any]],
     converter: BatchConverter,
     fingerprints: np.ndarray | None = None,
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
@@ -101,6 +113,8 @@ def to_tables(
         invoices, lines = converter.convert(batch)
         yield fingerprint.with_fingerprints(invoices, fingerprints), lines
         return
+    if isinstance(batch, RawBatch):
+        batch = batch.joined()
     document = batch.newline_delimited() if _arrow_can_take(batch) else None
     fast = None if document is None else _read_fast(batch, document, converter)
     if fast is not None:
