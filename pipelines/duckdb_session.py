@@ -36,7 +36,8 @@ def one_connection(pipeline: dlt.Pipeline) -> Iterator[None]:
     connection = _connect(pipeline, credentials.database)
     setattr(credentials, _EXTERNAL_CONNECTION, connection)
     try:
-        yield
+        with vacuum_only_when_due(connection):
+            yield
     finally:
         setattr(credentials, _EXTERNAL_CONNECTION, None)
         connection.close()  # checkpoints what the run wrote, once
@@ -49,6 +50,4 @@ def _connect(pipeline: dlt.Pipeline, database: str) -> Any:
     # `make_pipeline` gives one; a relative one (or `:pipeline:`) is placed by dlt's own rules, which costs
     # resolving the destination's configuration (~27 ms a run).
     path = database if os.path.isabs(database) else pipeline.destination_client().config.credentials.database
-    connection = duckdb.connect(path)
-    vacuum_only_when_due(connection)
-    return connection
+    return duckdb.connect(path)

@@ -17,53 +17,84 @@ checkpoint, vacuuming or not.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-# A table is compacted at the next run's checkpoint once this share of its rows is deleted (DuckDB's own
-# rule would compact at every run; 0.5 keeps the file at most about twice its live rows).
+# A table is compacted at the run's checkpoint once this share of its rows is deleted (DuckDB's own rule
+# would compact at every run; 0.5 keeps the file at most about twice its live rows).
 DEAD_SHARE = 0.5
-# Smaller tables are left to DuckDB's own rule: their checkpoints cost little, whatever it rewrites.
-MIN_ROWS = 122_880  # one DuckDB row group
+# Tables smaller than one DuckDB row group never make a run compact: their deleted rows cost little.
+MIN_ROWS = 122_880
 _SETTING = "max_vacuum_tasks"
-_DUCKDB_DEFAULT_TASKS = 100
 
 
-def vacuum_only_when_due(connection: Any) -> None:
-    """Hold back the checkpoint's vacuuming on this connection, unless a table is due for compacting."""
+@contextmanager
+def vacuum_only_when_due(connection: Any) -> Iterator[None]:
+    """During the block, and in the checkpoint that ends it, DuckDB vacuums only if a table is due. The
+    setting belongs to the whole DuckDB instance (another connection to the file in this process shares
+    it), so it is put back as it was afterwards, once the run's checkpoint has been written without it."""
+    previous = _current_tasks(connection)
+    if previous is None:  # a DuckDB without the setting keeps its own rule
+        yield
+        return
     due = tables_due(connection)
     if due:
         logger.info(
             "DuckDB compacts %s at the end of this run (deleted rows pile up between)", ", ".join(due)
         )
-        _set_tasks(connection, _DUCKDB_DEFAULT_TASKS)
-    else:
-        _set_tasks(connection, 0)
+        yield
+        return
+    connection.execute(f"SET {_SETTING} = 0")
+    try:
+        yield
+        _checkpoint(connection)
+    finally:
+        connection.execute(f"SET {_SETTING} = {previous}")
+
+
+def _checkpoint(connection: Any) -> None:
+    """What the run wrote, written without vacuuming, so the close finds nothing left to do. Another
+    connection's open transaction may refuse it; then the close (or that connection) checkpoints later."""
+    import duckdb
+
+    try:
+        connection.execute("CHECKPOINT")
+    except duckdb.Error as error:
+        logger.debug("DuckDB did not checkpoint at the end of the run: %s", error)
 
 
 def tables_due(connection: Any) -> list[str]:
     """The tables of the file whose deleted rows are at least `DEAD_SHARE` of their stored rows."""
+    import duckdb
+
     tables = connection.execute(
-        "SELECT schema_name, table_name, estimated_size FROM duckdb_tables() "
+        "SELECT database_name, schema_name, table_name, estimated_size FROM duckdb_tables() "
         "WHERE database_name = current_database() AND NOT temporary AND estimated_size >= ?",
         [MIN_ROWS],
     ).fetchall()
     due = []
-    for schema, table, stored in tables:
-        live = connection.execute(f"SELECT count(*) FROM {_quoted(schema)}.{_quoted(table)}").fetchone()[0]
+    for database, schema, table, stored in tables:
+        name = ".".join(_quoted(part) for part in (database, schema, table))
+        try:
+            live = connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+        except duckdb.Error as error:  # a table the run cannot read is not the run's to compact
+            logger.debug("could not count the rows of %s: %s", name, error)
+            continue
         if stored - live >= DEAD_SHARE * stored:
             due.append(f"{schema}.{table}")
     return due
 
 
-def _set_tasks(connection: Any, tasks: int) -> None:
+def _current_tasks(connection: Any) -> int | None:
     import duckdb
 
     try:
-        connection.execute(f"SET {_SETTING} = {int(tasks)}")
-    except duckdb.Error:  # a DuckDB without the setting keeps its own rule
-        logger.debug("DuckDB has no %s setting: it vacuums by its own rule", _SETTING)
+        return int(connection.execute(f"SELECT current_setting('{_SETTING}')").fetchone()[0])
+    except duckdb.Error:
+        return None
 
 
 def _quoted(name: str) -> str:

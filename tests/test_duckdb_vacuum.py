@@ -34,8 +34,8 @@ def _stored_rows(path: Path) -> int:
 def _delete_with_policy(path: Path, where: str) -> None:
     """One run's connection: the policy, a delete spread over every row group, the closing checkpoint."""
     connection = duckdb.connect(str(path))
-    vacuum_only_when_due(connection)
-    connection.execute(f"DELETE FROM billing.invoice WHERE {where}")
+    with vacuum_only_when_due(connection):
+        connection.execute(f"DELETE FROM billing.invoice WHERE {where}")
     connection.close()
 
 
@@ -95,8 +95,29 @@ def test_quoted_names(tmp_path: Path, odd_name: str) -> None:
         quoted = '"' + odd_name.replace('"', '""') + '"'
         connection.execute(f"CREATE SCHEMA {quoted}")
         connection.execute(f"CREATE TABLE {quoted}.{quoted} AS SELECT range AS i FROM range({ROWS})")
-    with duckdb.connect(str(path)) as connection:
-        vacuum_only_when_due(connection)
+    with duckdb.connect(str(path)) as connection, vacuum_only_when_due(connection):
         connection.execute(f"DELETE FROM {quoted}.{quoted} WHERE i % 4 < 3")
     with duckdb.connect(str(path)) as connection:
         assert tables_due(connection) == [f"{odd_name}.{odd_name}"]
+
+
+def _tasks(connection: duckdb.DuckDBPyConnection) -> int:
+    return int(connection.execute("SELECT current_setting('max_vacuum_tasks')").fetchone()[0])
+
+
+def test_the_setting_of_another_connection_to_the_file_is_put_back(tmp_path: Path) -> None:
+    """DuckDB's setting belongs to the database instance, which every connection to the file in this
+    process shares: a user's value is held back during the run only, and left alone when a table is due."""
+    path = tmp_path / "shared.duckdb"
+    _make_table(path)
+    users = duckdb.connect(str(path))
+    users.execute("SET max_vacuum_tasks = 7")
+    runs = duckdb.connect(str(path))
+    with vacuum_only_when_due(runs):
+        assert _tasks(users) == 0
+        runs.execute("DELETE FROM billing.invoice WHERE invoice_id % 5 < 3")  # 60%: due at the next run
+    assert _tasks(users) == 7
+    with vacuum_only_when_due(runs):
+        assert _tasks(users) == 7
+    runs.close()
+    users.close()

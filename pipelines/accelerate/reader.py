@@ -62,6 +62,10 @@ def item_batches(body: IO[bytes]) -> Iterator[ItemBatch | RawBatch | list[dict[s
     yield from read_batches(body, spans, settings.BATCH_SIZE)
 
 
+# The levels of `{"items": [` around every item: the byte scan's refusal measures the whole document.
+_ENVELOPE_LEVELS = 2
+
+
 def _whole(body: IO[bytes]) -> Buffer:
     """The spooled file mapped into memory (read where it cannot be: an in-memory body, an empty file).
     The map is not closed here: the items are views of it, and it goes when the last of them does."""
@@ -131,7 +135,7 @@ def _arrow_can_take(batch: ItemBatch) -> bool:
     if batch.nesting_checked:
         return True
     depth = deepest_item(batch)
-    _refuse_deeper_than_any_invoice(depth)
+    _refuse_deeper_than_any_invoice(depth + _ENVELOPE_LEVELS)
     return depth <= MAX_ITEM_DEPTH
 
 
