@@ -4,8 +4,8 @@ dlt opens the file and closes it again for the state sync, the extract's reads, 
 package's completion: nine times in a run that loads a changed day, each open ~30 ms and each close a
 checkpoint. dlt takes an open DuckDB connection as credentials (and never closes one it did not open), so
 the job opens the file once per run and hands that connection to every step. The file is closed when the
-run ends, so notebooks and other processes can open it between runs, and its checkpoint compacts tables
-only when they are due (duckdb_vacuum.py). DuckDB credentials the user configured with settings of their
+run ends, so notebooks and other processes can open it between runs; its checkpoint compacts tables only
+when they are due (duckdb_vacuum.py) and writes no staged rows (duckdb_staging.py). DuckDB credentials the user configured with settings of their
 own are left alone.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 import dlt
 
 from pipelines.duckdb_memory import own_credentials
+from pipelines.duckdb_staging import empty_staging_tables
 from pipelines.duckdb_vacuum import vacuum_only_when_due
 
 # dlt's DuckDB credentials keep a connection handed to them here, and carry it through the copies it
@@ -38,6 +39,7 @@ def one_connection(pipeline: dlt.Pipeline) -> Iterator[None]:
     try:
         with vacuum_only_when_due(connection):
             yield
+            empty_staging_tables(connection, pipeline)
     finally:
         setattr(credentials, _EXTERNAL_CONNECTION, None)
         connection.close()  # checkpoints what the run wrote, once

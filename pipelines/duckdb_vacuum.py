@@ -77,7 +77,7 @@ def tables_due(connection: Any) -> list[str]:
     ).fetchall()
     due = []
     for database, schema, table, stored in tables:
-        name = ".".join(_quoted(part) for part in (database, schema, table))
+        name = qualified_name(database, schema, table)
         try:
             live = connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
         except duckdb.Error as error:  # a table the run cannot read is not the run's to compact
@@ -97,5 +97,5 @@ def _current_tasks(connection: Any) -> int | None:
         return None
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def qualified_name(*parts: str) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in parts)

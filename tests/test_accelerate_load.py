@@ -191,3 +191,15 @@ def test_small_reads_joined_into_larger_items_load_the_world(
         world.advance_day()
         harness.run()
         harness.assert_equals_world(world)
+
+
+def test_staged_rows_are_emptied_when_the_load_completes(harness: Harness, world: World) -> None:
+    """On the job's DuckDB file the staging dataset is emptied when a run ends, so the file keeps no second
+    copy of the rows merged (and the run's checkpoint never writes one)."""
+    harness.run()
+    world.advance_day()
+    summary = harness.run()
+    assert summary.rows["invoice"] > 0
+    assert harness.query("SELECT count(*) FROM billing_staging.invoice") == [(0,)]
+    assert harness.query("SELECT count(*) FROM billing_staging.invoice_line") == [(0,)]
+    harness.assert_equals_world(world)
