@@ -5,8 +5,8 @@ package's completion: nine times in a run that loads a changed day, each open ~3
 checkpoint. dlt takes an open DuckDB connection as credentials (and never closes one it did not open), so
 the job opens the file once per run and hands that connection to every step. The file is closed when the
 run ends, so notebooks and other processes can open it between runs; its checkpoint compacts tables only
-when they are due (duckdb_vacuum.py) and writes no staged rows (duckdb_staging.py). DuckDB credentials the user configured with settings of their
-own are left alone.
+when they are due (duckdb_vacuum.py) and writes no staged rows (duckdb_staging.py). DuckDB credentials the
+user configured with settings of their own are left alone.
 """
 
 from __future__ import annotations

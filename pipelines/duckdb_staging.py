@@ -3,7 +3,7 @@ run's checkpoint does not write a second copy of every row merged.
 
 Why: a merge copies the load's rows into the staging dataset, and dlt empties it only at the next load, so
 DuckDB's checkpoint at the end of the run wrote them into the file too (bench/backfill.py at 100,000
-invoices: the close after the load 0.50 -> 0.29 s). dlt's own `load.truncate_staging_dataset` does the same
+invoices: the time after the load 0.50 -> 0.32 s). dlt's own `load.truncate_staging_dataset` does the same
 after each package, but it is a process-wide setting and fails on the filesystem destination's Delta tables
 after a full refresh, so it is not switched on for everyone.
 """

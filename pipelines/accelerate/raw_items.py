@@ -27,10 +27,15 @@ from itertools import compress
 import msgspec
 import numpy as np
 
-from pipelines.accelerate.splitter import MAX_ITEM_DEPTH, PREFIX, SUFFIX, ItemBatch, deepest_nesting
-
-_OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
-_WHITESPACE = b" \t\r\n"
+from pipelines.accelerate.splitter import (
+    MAX_ITEM_DEPTH,
+    OPENERS,
+    PREFIX,
+    SUFFIX,
+    WHITESPACE,
+    ItemBatch,
+    deepest_nesting,
+)
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,8 +47,8 @@ Buffer = bytes | mmap.mmap
 
 
 def split_in_memory(body: Buffer) -> list[msgspec.Raw] | None:
-    """The body's items, each a view of `body` (bytes, or the spooled file mapped), or None when the body is not a plain `{"items": [...]}`
-    of objects (or is not JSON, or nests deeper than msgspec recurses)."""
+    """The body's items, each a view of `body` (bytes, or the spooled file mapped), or None when the body
+    is not a plain `{"items": [...]}` of objects (or is not JSON, or nests deeper than msgspec recurses)."""
     prefix = PREFIX.match(body)
     if prefix is None:
         return None
@@ -52,17 +57,17 @@ def split_in_memory(body: Buffer) -> list[msgspec.Raw] | None:
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     if not items:
-        return items if SUFFIX.match(body[prefix.end() :].lstrip(_WHITESPACE)) else None
+        return items if SUFFIX.match(body[prefix.end() :].lstrip(WHITESPACE)) else None
     # The decoded array must be the one right after the prefix, and nothing but its close may follow: the
     # decoder keeps the last of two "items" keys, where the splitter would refuse the body.
     base = _address(body)
     first_at = _address(items[0]) - base
     last_end = _address(items[-1]) - base + len(items[-1])
-    if body[prefix.end() : first_at].strip(_WHITESPACE) or not SUFFIX.match(
-        body[last_end:].lstrip(_WHITESPACE)
+    if body[prefix.end() : first_at].strip(WHITESPACE) or not SUFFIX.match(
+        body[last_end:].lstrip(WHITESPACE)
     ):
         return None
-    if not all(memoryview(item)[0] == _OPEN_OBJECT for item in items):
+    if not all(memoryview(item)[0] == OPENERS[0] for item in items):
         return None  # an array or a value where an invoice should be
     return items
 
@@ -86,10 +91,7 @@ class RawBatch:
     def joined(self, keep: np.ndarray | None = None) -> ItemBatch:
         """The items (those marked `keep`), one per line, for arrow's reader."""
         chosen = self.raw if keep is None else list(compress(self.raw, keep.tolist()))
-        lengths = np.fromiter(map(len, chosen), np.int64, len(chosen))
-        ends = np.cumsum(lengths + 1) - 1  # each item followed by a newline
-        region = memoryview(bytearray(b"\n").join(chosen))
-        return ItemBatch(region, ends - lengths, ends, nesting_checked=False)
+        return ItemBatch.one_per_line(chosen, nesting_checked=False)
 
 
 def batches_of(items: list[msgspec.Raw], batch_size: int) -> Iterator[RawBatch]:
@@ -102,7 +104,7 @@ def deepest_item(batch: ItemBatch) -> int:
     (it recurses per level); 0 when no item can. An item with no more openers than that, strings
     included, cannot nest deeper: only the others are measured, by the splitter's scan."""
     data = np.frombuffer(batch.region, np.uint8)
-    openers = np.flatnonzero((data == _OPEN_OBJECT) | (data == _OPEN_ARRAY))
+    openers = np.flatnonzero((data == OPENERS[0]) | (data == OPENERS[1]))
     bounds = np.searchsorted(openers, np.concatenate([batch.starts, batch.ends[-1:]]))
     suspects = np.flatnonzero(np.diff(bounds) > MAX_ITEM_DEPTH)
     return max(

@@ -17,13 +17,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
 PREFIX = re.compile(rb'\A[ \t\r\n]*\{[ \t\r\n]*"items"[ \t\r\n]*:[ \t\r\n]*\[')
 SUFFIX = re.compile(rb"\A\][ \t\r\n]*\}[ \t\r\n]*\Z")
-_WHITESPACE = b" \t\r\n"
+WHITESPACE = b" \t\r\n"
 _CHUNK_BYTES = 8 << 20
 _HEAD_BYTES = 4096
 # Nesting inside an item beyond which the fast reader leaves the body to the general parser (an invoice is
@@ -31,7 +34,7 @@ _HEAD_BYTES = 4096
 MAX_ITEM_DEPTH = 64
 MAX_DOCUMENT_DEPTH = 256
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
-_OPENERS = (ord("{"), ord("["))
+OPENERS = (ord("{"), ord("["))
 _CLOSE_OBJECT = ord("}")
 
 
@@ -109,12 +112,16 @@ class ItemBatch:
     def subset(self, keep: np.ndarray) -> ItemBatch:
         """The items marked `keep`, in order, one per line in a buffer of their own (a copy: the items
         left out are not parsed, and this batch's buffer is reused by the next)."""
-        starts, ends = self.starts[keep], self.ends[keep]
-        lengths = ends - starts
-        new_ends = np.cumsum(lengths + 1) - 1  # each item followed by a newline
         region = self.region
-        joined = b"\n".join([region[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
-        return ItemBatch(memoryview(bytearray(joined)), new_ends - lengths, new_ends, self.nesting_checked)
+        kept = zip(self.starts[keep].tolist(), self.ends[keep].tolist(), strict=True)
+        return ItemBatch.one_per_line([region[s:e] for s, e in kept], self.nesting_checked)
+
+    @classmethod
+    def one_per_line(cls, items: list[Buffer], nesting_checked: bool) -> ItemBatch:
+        """The items, each followed by a newline, in one buffer of their own (copied once)."""
+        lengths = np.fromiter(map(len, items), np.int64, len(items))
+        ends = np.cumsum(lengths + 1) - 1
+        return cls(memoryview(bytearray(b"\n").join(items)), ends - lengths, ends, nesting_checked)
 
     def newline_delimited(self) -> memoryview | None:
         """The items one per line (what arrow's JSON reader takes), made in place by turning what lies
@@ -169,7 +176,7 @@ def _scan(buffer: bytes) -> tuple[np.ndarray, np.ndarray, int | None] | None:
         )
     item_open = opens & (depth_after == 1)
     item_close = ~opens & (depth_after == 0)
-    if np.any(chars[item_open] != _OPENERS[0]) or np.any(chars[item_close] != _CLOSE_OBJECT):
+    if np.any(chars[item_open] != OPENERS[0]) or np.any(chars[item_close] != _CLOSE_OBJECT):
         return None  # an array where an object should be
     starts = structural[item_open]
     ends = structural[item_close] + 1
@@ -185,7 +192,7 @@ def _brackets_outside_strings(
     structural = np.flatnonzero((data == 0x7B) | (data == 0x7D) | (data == 0x5B) | (data == 0x5D))
     structural = structural[(np.searchsorted(quotes, structural) & 1) == int(in_string)]
     chars = data[structural]
-    return structural, chars, (chars == _OPENERS[0]) | (chars == _OPENERS[1]), len(quotes)
+    return structural, chars, (chars == OPENERS[0]) | (chars == OPENERS[1]), len(quotes)
 
 
 def _unescaped_quotes(data: np.ndarray) -> np.ndarray:
@@ -248,12 +255,12 @@ def _separators_are_commas(
     """Between items only a comma (and whitespace); nothing after the last item but the closing `]`."""
     previous_end = 0
     for index, start in enumerate(starts.tolist()):
-        gap = buffer[previous_end:start].strip(_WHITESPACE)
+        gap = buffer[previous_end:start].strip(WHITESPACE)
         if gap != (b"" if first and index == 0 else b","):
             return False
         previous_end = int(ends[index]) if index < len(ends) else start
     if closed_at is not None:
-        return buffer[previous_end:closed_at].strip(_WHITESPACE) == b""
+        return buffer[previous_end:closed_at].strip(WHITESPACE) == b""
     return True
 
 
