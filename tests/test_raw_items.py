@@ -30,7 +30,7 @@ from test_fast_reader import (
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.accelerate.convert import BatchConverter
 from pipelines.accelerate.raw_items import RawBatch, batches_of, deepest_item, split_in_memory
-from pipelines.accelerate.reader import item_batches, to_tables
+from pipelines.accelerate.reader import item_batches, refilled, to_tables
 from pipelines.accelerate.splitter import MAX_ITEM_DEPTH, ItemBatch
 from pipelines.accelerate.surrogates import unpaired_surrogate_offset
 from pipelines.errors import ApiResponseError
@@ -93,9 +93,16 @@ def _batch(items: list[bytes]) -> ItemBatch:
     return batch.joined()
 
 
+def _nested(depth: int, opener: str) -> bytes:
+    if opener == "[":
+        return b"[" * depth + b"]" * depth
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize("opener", ["[", "{"])
 @pytest.mark.parametrize("depth", [1, MAX_ITEM_DEPTH - 3, MAX_ITEM_DEPTH + 1, 200])
-def test_items_deeper_than_arrow_takes_are_measured_and_read_the_general_way(depth: int) -> None:
-    nested = b"[" * depth + b"]" * depth
+def test_items_deeper_than_arrow_takes_are_measured_and_read_the_general_way(depth: int, opener: str) -> None:
+    nested = _nested(depth, opener)
     items = [invoice(invoice_id=1), b'{"invoice_id":2,"deep":' + nested + b',"strings":"[[[[[[[["}']
     batch = _batch(items)
     measured = deepest_item(batch)  # the item's own braces are a level
@@ -166,10 +173,39 @@ def test_a_spooled_body_is_mapped_and_split_as_it_was_sent(tmp_path: Path) -> No
         spooled.write(body)
         (batch,) = list(item_batches(spooled))
     assert isinstance(batch, RawBatch) and batch.items() == items
-    kept = batch.joined(np.array([False, True, False, True, True]))
+    kept = batch.kept(np.array([False, True, False, True, True])).joined()
     assert kept.items() == [items[1], items[3], items[4]] and not kept.nesting_checked
 
 
 def test_an_empty_spooled_body_is_left_to_the_general_parser(tmp_path: Path) -> None:
     with (tmp_path / "body").open("w+b") as spooled, pytest.raises(ApiResponseError):
         list(item_batches(spooled))
+
+
+def test_what_is_left_of_in_memory_batches_is_gathered_again_in_order() -> None:
+    """After the stored versions are left out, in-memory remnants are gathered into batches of the usual
+    size (arrow reads a few large batches faster than many small ones); another kind of batch passes as
+    it is, after what was gathered before it, so the order of the answer holds."""
+    items = [invoice(invoice_id=number) for number in range(10)]
+    raw = split_in_memory(b'{"items":[' + b",".join(items) + b"]}")
+    assert raw is not None
+
+    def piece(first: int, last: int) -> tuple[RawBatch, np.ndarray]:
+        return RawBatch(raw[first:last]), np.arange(first, last, dtype=np.int64)
+
+    scanned = _batch(items[:2]).subset(np.array([True, True]))
+    pieces = [
+        piece(0, 3),
+        piece(3, 5),
+        (scanned, np.array([90, 91])),
+        piece(5, 6),
+        piece(6, 10),
+        piece(9, 10),
+    ]
+    out = list(refilled(pieces, size=4))
+    assert [(type(batch), batch.items(), fingerprints.tolist()) for batch, fingerprints in out] == [
+        (RawBatch, items[0:5], [0, 1, 2, 3, 4]),
+        (ItemBatch, items[:2], [90, 91]),
+        (RawBatch, items[5:10], [5, 6, 7, 8, 9]),
+        (RawBatch, items[9:10], [9]),
+    ]

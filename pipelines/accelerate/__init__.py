@@ -17,6 +17,7 @@ from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import dlt
+import numpy as np
 import pyarrow as pa
 from dlt.common.schema.typing import C_DLT_LOAD_ID
 from dlt.sources import DltResource
@@ -26,7 +27,15 @@ from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
 from pipelines.accelerate.convert import BatchConverter, paused_gc
 from pipelines.accelerate.memory import prefer_system_allocator, release_freed_memory
-from pipelines.accelerate.reader import fingerprints_of, item_batches, joined, to_tables, without_items
+from pipelines.accelerate.reader import (
+    Batch,
+    fingerprints_of,
+    item_batches,
+    joined,
+    refilled,
+    to_tables,
+    without_items,
+)
 from pipelines.accelerate.repeated_ids import STAGE_DATA_DEDUPLICATED, RepeatedIds, quiet_dedup_sort_warning
 from pipelines.accelerate.schema import invoice_columns, line_columns
 from pipelines.accelerate.stale_lines import StoredLinePositions
@@ -157,6 +166,19 @@ def _new_versions(
     """The invoices read (and their lines), less the versions the destination holds already, which are left
     out before arrow parses them (a body that is not a plain `{"items": [...]}` is parsed to dicts first,
     and only their conversion is saved), and less versions older than those (see stored_versions.py)."""
+    for batch, fingerprints in refilled(_not_stored(body, converter, stored, progress), settings.BATCH_SIZE):
+        for invoices, lines in to_tables(batch, converter, fingerprints):
+            read = (invoices, lines.num_rows)
+            invoices, lines = stored.keep_newer(invoices, lines)
+            progress.add(*read, older=read[0].num_rows - invoices.num_rows)
+            if invoices.num_rows:
+                yield invoices, lines
+
+
+def _not_stored(
+    body: IO[bytes], converter: BatchConverter, stored: StoredVersions, progress: Progress
+) -> Iterator[tuple[Batch, np.ndarray]]:
+    """Each batch of the body less the versions stored already, with its items' fingerprints."""
     for batch in item_batches(body):
         fingerprints = fingerprints_of(batch, converter.timezone)
         left_out = stored.leave_out(fingerprints)
@@ -165,12 +187,7 @@ def _new_versions(
             continue
         if left_out.any():
             batch, fingerprints = without_items(batch, left_out), fingerprints[~left_out]
-        for invoices, lines in to_tables(batch, converter, fingerprints):
-            read = (invoices, lines.num_rows)
-            invoices, lines = stored.keep_newer(invoices, lines)
-            progress.add(*read, older=read[0].num_rows - invoices.num_rows)
-            if invoices.num_rows:
-                yield invoices, lines
+        yield batch, fingerprints
 
 
 class Progress:

@@ -95,13 +95,49 @@ def fingerprints_of(batch: ItemBatch | RawBatch | list[dict[str, Any]], timezone
 
 def without_items(
     batch: ItemBatch | RawBatch | list[dict[str, Any]], left_out: np.ndarray
-) -> ItemBatch | list[dict[str, Any]]:
+) -> ItemBatch | RawBatch | list[dict[str, Any]]:
     """The batch less the items marked, in order."""
     if isinstance(batch, list):
         return [item for item, out in zip(batch, left_out.tolist(), strict=True) if not out]
     if isinstance(batch, RawBatch):
-        return batch.joined(~left_out)
+        return batch.kept(~left_out)
     return batch.subset(~left_out)
+
+
+Batch = ItemBatch | RawBatch | list[dict[str, Any]]
+
+
+def refilled(pieces: Iterable[tuple[Batch, np.ndarray]], size: int) -> Iterator[tuple[Batch, np.ndarray]]:
+    """What is left of in-memory batches once stored versions are left out, gathered again into batches of
+    `size` items (with their fingerprints), in order; other batches pass as they are.
+
+    Why: a run that reads a window of days keeps a third of each batch or less, and arrow's reader and the
+    conversion after it cost per batch as well as per item: 20,000 invoices took 12.7 us each to read in
+    batches of 833, 11.1 us in batches of 2,500. The items gathered are views of the body, not copies."""
+    pending: list[RawBatch] = []
+    pending_fingerprints: list[np.ndarray] = []
+    count = 0
+    for batch, fingerprints in pieces:
+        if not isinstance(batch, RawBatch):
+            if pending:
+                yield _gathered(pending, pending_fingerprints)
+                pending, pending_fingerprints, count = [], [], 0
+            yield batch, fingerprints
+            continue
+        pending.append(batch)
+        pending_fingerprints.append(fingerprints)
+        count += len(batch)
+        if count >= size:
+            yield _gathered(pending, pending_fingerprints)
+            pending, pending_fingerprints, count = [], [], 0
+    if pending:
+        yield _gathered(pending, pending_fingerprints)
+
+
+def _gathered(batches: list[RawBatch], fingerprints: list[np.ndarray]) -> tuple[RawBatch, np.ndarray]:
+    if len(batches) == 1:
+        return batches[0], fingerprints[0]
+    return RawBatch([item for batch in batches for item in batch.raw]), np.concatenate(fingerprints)
 
 
 def to_tables(
