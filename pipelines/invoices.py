@@ -31,6 +31,7 @@ from pipelines.accelerate.repeated_ids import quiet_dedup_sort_warning
 from pipelines.delta_tables import TABLE_FORMAT as DELTA_FORMAT
 from pipelines.delta_tables import writes_delta_tables
 from pipelines.duckdb_memory import cap_merge_memory, capped_credentials
+from pipelines.duckdb_merge import InvoiceDuckDb
 from pipelines.duckdb_session import one_connection
 from pipelines.errors import ConcurrentRunError, ConfigurationError, DestinationBusyError, PipelineError
 from pipelines.qvalia import qvalia_source
@@ -119,7 +120,7 @@ def make_pipeline(
         dlt.config[LOAD_WORKERS_SETTING] = DUCKDB_LOAD_WORKERS
     named_duckdb = destination == "duckdb"
     if named_duckdb:
-        destination = dlt.destinations.duckdb(**DUCKDB_CAPABILITIES)
+        destination = InvoiceDuckDb(**DUCKDB_CAPABILITIES)
     elif destination == "postgres":
         destination = dlt.destinations.postgres(**POSTGRES_CAPABILITIES)
     pipeline = _pipeline(pipeline_name, destination, dataset_name, pipelines_dir)
@@ -179,8 +180,8 @@ def _is_duckdb(destination: Any) -> bool:
 
 def duckdb_destination(path: str) -> Any:
     """A DuckDB file destination with the job's memory cap (see duckdb_memory.py), merging in transactions
-    (see DUCKDB_CAPABILITIES)."""
-    return dlt.destinations.duckdb(capped_credentials(path), **DUCKDB_CAPABILITIES)
+    (see DUCKDB_CAPABILITIES) and deleting replaced lines by their merge key (see duckdb_merge.py)."""
+    return InvoiceDuckDb(capped_credentials(path), **DUCKDB_CAPABILITIES)
 
 
 @contextmanager
