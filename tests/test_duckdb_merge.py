@@ -10,6 +10,8 @@ from typing import Any
 import dlt
 import duckdb
 import pytest
+from dlt.destinations.impl.duckdb.duck import DuckDbClient
+from dlt.destinations.job_client_impl import SqlJobClientBase
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -80,6 +82,9 @@ def test_the_job_destination_is_dlts_duckdb_with_this_merge(tmp_path: Path) -> N
         "duckdb",
     )
     assert isinstance(pipeline.destination_client(), InvoiceDuckDbClient)
+    # Ours replaces the generic merge job dlt's DuckDB client uses; a DuckDB job of dlt's own would be
+    # skipped, so a dlt that brings one must be looked at again.
+    assert DuckDbClient._create_merge_followup_jobs is SqlJobClientBase._create_merge_followup_jobs
 
 
 def test_a_file_loaded_with_dlts_duckdb_goes_on_with_the_jobs(

@@ -29,7 +29,13 @@ from test_fast_reader import (
 
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.accelerate.convert import BatchConverter
-from pipelines.accelerate.raw_items import RawBatch, batches_of, deepest_item, split_in_memory
+from pipelines.accelerate.raw_items import (
+    RawBatch,
+    batches_of,
+    deepest_item,
+    opener_positions,
+    split_in_memory,
+)
 from pipelines.accelerate.reader import item_batches, refilled, to_tables
 from pipelines.accelerate.splitter import MAX_ITEM_DEPTH, ItemBatch
 from pipelines.accelerate.surrogates import unpaired_surrogate_offset
@@ -184,8 +190,8 @@ def test_an_empty_spooled_body_is_left_to_the_general_parser(tmp_path: Path) -> 
 
 def test_what_is_left_of_in_memory_batches_is_gathered_again_in_order() -> None:
     """After the stored versions are left out, in-memory remnants are gathered into batches of the usual
-    size (arrow reads a few large batches faster than many small ones); another kind of batch passes as
-    it is, after what was gathered before it, so the order of the answer holds."""
+    size, never more (arrow reads a few large batches faster than many small ones); another kind of batch
+    passes as it is, after what was gathered before it, so the order of the answer holds."""
     items = [invoice(invoice_id=number) for number in range(10)]
     raw = split_in_memory(b'{"items":[' + b",".join(items) + b"]}")
     assert raw is not None
@@ -204,8 +210,14 @@ def test_what_is_left_of_in_memory_batches_is_gathered_again_in_order() -> None:
     ]
     out = list(refilled(pieces, size=4))
     assert [(type(batch), batch.items(), fingerprints.tolist()) for batch, fingerprints in out] == [
-        (RawBatch, items[0:5], [0, 1, 2, 3, 4]),
+        (RawBatch, items[0:4], [0, 1, 2, 3]),
+        (RawBatch, items[4:5], [4]),
         (ItemBatch, items[:2], [90, 91]),
-        (RawBatch, items[5:10], [5, 6, 7, 8, 9]),
-        (RawBatch, items[9:10], [9]),
+        (RawBatch, items[5:9], [5, 6, 7, 8]),
+        (RawBatch, [items[9], items[9]], [9, 9]),
     ]
+
+
+def test_openers_are_found_by_one_comparison_exactly() -> None:
+    every_byte = np.arange(256, dtype=np.uint8)
+    assert opener_positions(every_byte).tolist() == [ord("["), ord("{")]

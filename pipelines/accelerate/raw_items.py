@@ -43,9 +43,10 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _DECODER = msgspec.json.Decoder(_Envelope)
-# `[` (0x5B) and `{` (0x7B) differ only in this bit, and no other byte with it set is `{`: one comparison
+# `[` (0x5B) and `{` (0x7B) differ only in this bit, and no other byte or'ed with it is `{`: one comparison
 # finds both openers (a third of the time of two comparisons and an `or`, measured on 2,500 invoices).
 _CASE_BIT = 0x20
+_OPEN_BRACE = ord("{")
 Buffer = bytes | mmap.mmap
 
 
@@ -109,8 +110,7 @@ def deepest_item(batch: ItemBatch) -> int:
     """How deep the batch's deepest item nests, where that could be more than arrow's JSON reader takes
     (it recurses per level); 0 when no item can. An item with no more openers than that, strings
     included, cannot nest deeper: only the others are measured, by the splitter's scan."""
-    data = np.frombuffer(batch.region, np.uint8)
-    openers = np.flatnonzero((data | _CASE_BIT) == OPENERS[0])
+    openers = opener_positions(np.frombuffer(batch.region, np.uint8))
     bounds = np.searchsorted(openers, np.concatenate([batch.starts, batch.ends[-1:]]))
     suspects = np.flatnonzero(np.diff(bounds) > MAX_ITEM_DEPTH)
     return max(
@@ -120,6 +120,11 @@ def deepest_item(batch: ItemBatch) -> int:
         ),
         default=0,
     )
+
+
+def opener_positions(data: np.ndarray) -> np.ndarray:
+    """Where `{` and `[` are in `data` (bytes as uint8)."""
+    return np.flatnonzero((data | _CASE_BIT) == _OPEN_BRACE)
 
 
 def _address(buffer: object) -> int:
