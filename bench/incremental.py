@@ -139,7 +139,7 @@ def main() -> None:
         def changed_day(share: float, kind: str = "changed") -> Run:
             world_module.DAILY_CHANGE_SHARE = share  # the emulator reads it when a day advances
             changes = world.advance_day()
-            label = f"after a day changing {len(changes.invoices_changed):,} invoices ({share:.1%})"
+            label = f"after a day changing {len(changes.invoices_changed):,} invoices ({percent(share)})"
             if changes.new_fields:
                 return timed_run(f"{label}, adding {', '.join(changes.new_fields)}", "schema", share)
             return timed_run(label, kind, share)
@@ -165,7 +165,7 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
     backfill = runs[0]
     print(
         f"incremental runs on {args.invoices:,} invoices x {args.lines} lines into DuckDB "
-        f"({os.cpu_count()} cores, {args.change_share:.1%} of invoices changed by each business day, "
+        f"({os.cpu_count()} cores, {percent(args.change_share)} of invoices changed by each business day, "
         f"{args.repeat} round(s), extra days for the slope: {args.slope_shares})\n"
     )
     print(
@@ -196,7 +196,7 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
         rows = statistics.median(run.rows_loaded for run in days)
         seconds = statistics.median(run.seconds for run in days)
         print(
-            f"| {share:.1%} | {len(days)} | {rows:,.0f} | {seconds:.2f} | {seconds / backfill.seconds:.3f} | "
+            f"| {percent(share)} | {len(days)} | {rows:,.0f} | {seconds:.2f} | {seconds / backfill.seconds:.3f} | "
             f"{seconds / (rows * backfill_per_row):.1f} |"
         )
     print()
@@ -211,7 +211,7 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
     share = statistics.median(loaded_share(run, backfill) for run in typical)
     print(
         f"ratio changed day / backfill: {ratio:.3f} (median of {len(typical)} days changing "
-        f"{args.change_share:.1%}; median rows loaded {share:.3f})"
+        f"{percent(args.change_share)}; median rows loaded {share:.3f})"
     )
     slope, intercept = fitted_line(changed)
     marginal = slope / per_row
@@ -239,6 +239,14 @@ def fitted_line(changed: list[Run]) -> tuple[float, float]:
     slope = statistics.median(slopes)
     intercept = statistics.median(y for _, y in points) - slope * statistics.median(x for x, _ in points)
     return slope, intercept
+
+
+def percent(share: float) -> str:
+    """The share with as few decimals as show it (one at least): 1.0%, 0.05%, 0.333%."""
+    for decimals in (1, 2):
+        if abs(round(share * 100, decimals) - share * 100) < 1e-9:
+            return f"{share:.{decimals}%}"
+    return f"{share:.3%}"
 
 
 def read_share(run: Run, backfill: Run) -> float:
