@@ -221,3 +221,8 @@ def test_what_is_left_of_in_memory_batches_is_gathered_again_in_order() -> None:
 def test_openers_are_found_by_one_comparison_exactly() -> None:
     every_byte = np.arange(256, dtype=np.uint8)
     assert opener_positions(every_byte).tolist() == [ord("["), ord("{")]
+    assert opener_positions(np.zeros(0, np.uint8)).tolist() == []
+    # across the slices the scan takes at a time
+    data = np.random.default_rng(5).integers(0, 256, 3 * (1 << 18) + 17, dtype=np.uint8)
+    expected = np.flatnonzero((data == ord("{")) | (data == ord("[")))
+    assert np.array_equal(opener_positions(data), expected) and len(expected) > 5000
