@@ -6,7 +6,7 @@ which parses them straight into typed columns in C, on every core.
 
 How: JSON's structure is visible in its bytes. A quote not preceded by an odd run of backslashes opens or
 closes a string; outside strings, `{ [` go one level down and `} ]` one up. numpy finds these in a whole
-chunk at once, so a 190 MB body is scanned in about two seconds in a few tens of MB, and the scan also
+chunk at once, so a 190 MB body is scanned in about 0.3 s in a few MB, and the scan also
 proves the document's outline (an object whose first and only key is `items`, an array of objects). Any
 other outline, a truncated body or something between items that is not a comma returns None before a
 single item is handed on, and the general streaming parser reads the body instead, with its errors.
@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 PREFIX = re.compile(rb'\A[ \t\r\n]*\{[ \t\r\n]*"items"[ \t\r\n]*:[ \t\r\n]*\[')
 SUFFIX = re.compile(rb"\A\][ \t\r\n]*\}[ \t\r\n]*\Z")
 WHITESPACE = b" \t\r\n"
-_CHUNK_BYTES = 8 << 20
+# A chunk's numpy temporaries stay in the CPU's cache and the allocator's reach: the 189 MB backfill body
+# was scanned in 0.29 s in 1 MiB chunks, 0.53 s in 8 MiB ones (fresh memory from the OS each time).
+_CHUNK_BYTES = 1 << 20
 _HEAD_BYTES = 4096
 # Nesting inside an item beyond which the fast reader leaves the body to the general parser (an invoice is
 # 3 deep: the item, its lines, a line); a body nested deeper than MAX_DOCUMENT_DEPTH is refused.
