@@ -40,8 +40,11 @@ from pipelines.accelerate.splitter import (
 )
 from pipelines.errors import ApiResponseError
 
+# A batch of items as read: split from the body (by the byte scan or by msgspec), or parsed to dicts.
+Batch = ItemBatch | RawBatch | list[dict[str, Any]]
 
-def item_batches(body: IO[bytes]) -> Iterator[ItemBatch | RawBatch | list[dict[str, Any]]]:
+
+def item_batches(body: IO[bytes]) -> Iterator[Batch]:
     """The body's items in batches: split by msgspec where the body is small enough to hold (raw_items.py),
     else by the byte scan; the dict way for a body that is not a plain `{"items": [...]}`."""
     body.flush()
@@ -84,7 +87,7 @@ def _refuse_deeper_than_any_invoice(depth: int) -> None:
         )
 
 
-def fingerprints_of(batch: ItemBatch | RawBatch | list[dict[str, Any]], timezone: str) -> np.ndarray:
+def fingerprints_of(batch: Batch, timezone: str) -> np.ndarray:
     """The batch's fingerprints in order: of each item's bytes where the body was split, else of each
     parsed item (before `convert`, which takes the lines out)."""
     seed = fingerprint.seed_for(timezone)
@@ -93,18 +96,13 @@ def fingerprints_of(batch: ItemBatch | RawBatch | list[dict[str, Any]], timezone
     return fingerprint.of_raw_items(batch.raw_items(), seed)
 
 
-def without_items(
-    batch: ItemBatch | RawBatch | list[dict[str, Any]], left_out: np.ndarray
-) -> ItemBatch | RawBatch | list[dict[str, Any]]:
+def without_items(batch: Batch, left_out: np.ndarray) -> Batch:
     """The batch less the items marked, in order."""
     if isinstance(batch, list):
         return [item for item, out in zip(batch, left_out.tolist(), strict=True) if not out]
     if isinstance(batch, RawBatch):
         return batch.kept(~left_out)
     return batch.subset(~left_out)
-
-
-Batch = ItemBatch | RawBatch | list[dict[str, Any]]
 
 
 def refilled(pieces: Iterable[tuple[Batch, np.ndarray]], size: int) -> Iterator[tuple[Batch, np.ndarray]]:
@@ -115,37 +113,35 @@ def refilled(pieces: Iterable[tuple[Batch, np.ndarray]], size: int) -> Iterator[
     conversion after it cost per batch as well as per item: 20,000 invoices took 12.7 us each to read in
     batches of 833, 11.1 us in batches of 2,500. The items gathered are views of the body, not copies, and
     no gathered batch holds more than `size` items (arrow's memory is a few times a batch's bytes)."""
-    pending: list[RawBatch] = []
-    pending_fingerprints: list[np.ndarray] = []
-    count = 0
+    items: list[Any] = []  # msgspec.Raw views, waiting for a batch to fill
+    item_fingerprints: list[np.ndarray] = []
+
+    def gathered() -> tuple[RawBatch, np.ndarray]:
+        full = RawBatch(items.copy()), np.concatenate(item_fingerprints)
+        items.clear()
+        item_fingerprints.clear()
+        return full
+
     for batch, fingerprints in pieces:
         if not isinstance(batch, RawBatch):
-            if pending:
-                yield _gathered(pending, pending_fingerprints)
-                pending, pending_fingerprints, count = [], [], 0
+            if items:
+                yield gathered()
             yield batch, fingerprints
             continue
-        while len(batch):
-            room = size - count
-            pending.append(RawBatch(batch.raw[:room]))
-            pending_fingerprints.append(fingerprints[:room])
-            count += len(pending[-1])
-            batch, fingerprints = RawBatch(batch.raw[room:]), fingerprints[room:]
-            if count >= size:
-                yield _gathered(pending, pending_fingerprints)
-                pending, pending_fingerprints, count = [], [], 0
-    if pending:
-        yield _gathered(pending, pending_fingerprints)
-
-
-def _gathered(batches: list[RawBatch], fingerprints: list[np.ndarray]) -> tuple[RawBatch, np.ndarray]:
-    if len(batches) == 1:
-        return batches[0], fingerprints[0]
-    return RawBatch([item for batch in batches for item in batch.raw]), np.concatenate(fingerprints)
+        raw = batch.raw
+        while raw:
+            room = size - len(items)
+            items.extend(raw[:room])
+            item_fingerprints.append(fingerprints[:room])
+            raw, fingerprints = raw[room:], fingerprints[room:]
+            if len(items) >= size:
+                yield gathered()
+    if items:
+        yield gathered()
 
 
 def to_tables(
-    batch: ItemBatch | RawBatch | list[dict[str, Any]],
+    batch: Batch,
     converter: BatchConverter,
     fingerprints: np.ndarray | None = None,
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
