@@ -21,6 +21,8 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
+from pipelines.accelerate.byte_scan import count_of
+
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
@@ -37,6 +39,7 @@ MAX_ITEM_DEPTH = 64
 MAX_DOCUMENT_DEPTH = 256
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 OPENERS = (ord("{"), ord("["))
+_NEWLINE, _CARRIAGE_RETURN = ord("\n"), ord("\r")
 _CLOSE_OBJECT = ord("}")
 
 
@@ -136,8 +139,8 @@ class ItemBatch:
                 np.cumsum(gap_lengths) - gap_lengths, gap_lengths
             )
             view[np.repeat(gap_starts, gap_lengths) + offsets] = 0x20
-            view[gap_starts] = 0x0A
-        if np.count_nonzero(view == 0x0A) != len(gap_starts) or np.count_nonzero(view == 0x0D):
+            view[gap_starts] = _NEWLINE
+        if count_of(view, _NEWLINE) != len(gap_starts) or count_of(view, _CARRIAGE_RETURN):
             return None
         return self.region
 
