@@ -4,19 +4,21 @@ and state, still dlt's `duckdb`."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import dlt
 import duckdb
 import pytest
+from dlt.common.destination.reference import Destination
 from dlt.destinations.impl.duckdb.duck import DuckDbClient
 from dlt.destinations.job_client_impl import SqlJobClientBase
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.duckdb_merge import InvoiceDuckDbClient, MergeKeyMergeJob
+from pipelines.duckdb_merge import InvoiceDuckDb, InvoiceDuckDbClient, MergeKeyMergeJob
 from pipelines.emulator import World
 from pipelines.invoices import duckdb_destination, make_pipeline, run_job
 
@@ -106,3 +108,25 @@ def test_a_file_loaded_with_dlts_duckdb_goes_on_with_the_jobs(
         assert_database_equals_world(harness.database, world)
     assert {key: ours.state.get(key) for key in destination_before} == destination_before
     assert "could not read" not in caplog.text
+
+
+@pytest.mark.parametrize("naming", [None, "snake_case", "sql_cs_v1", "duck_case", "direct"])
+def test_capabilities_are_dlts_without_resolving_a_configuration(
+    naming: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked without a configuration, ours hands dlt's `adjust_capabilities` an unresolved one: the same
+    capabilities as dlt's DuckDB, for every naming convention (case-sensitive ones are adjusted)."""
+    convention = None
+    if naming is not None:
+        convention = importlib.import_module(f"dlt.common.normalizers.naming.{naming}").NamingConvention()
+    arguments = {"credentials": ":memory:", "supports_transactions": True}
+    theirs = dict(dlt.destinations.duckdb(**arguments).capabilities(naming=convention))
+    resolved = []
+    monkeypatch.setattr(
+        Destination, "configuration", lambda self, *args, **kwargs: resolved.append(args) or pytest.fail()
+    )
+    ours = dict(InvoiceDuckDb(**arguments).capabilities(naming=convention))
+    assert ours == theirs and not resolved
+    # dlt's DuckDB reads no configuration in `adjust_capabilities` (it is dlt's default); one that starts
+    # to would get a configuration that was never resolved, so a dlt that brings one must be looked at.
+    assert dlt.destinations.duckdb.adjust_capabilities.__func__ is Destination.adjust_capabilities.__func__
