@@ -41,6 +41,33 @@ def test_a_rerun_with_nothing_changed_loads_nothing_again(harness: Harness, worl
     harness.assert_equals_world(world)
 
 
+def test_a_run_that_finds_nothing_new_writes_nothing_to_the_destination(
+    harness: Harness, world: World
+) -> None:
+    """What a run read goes to its summary, not to dlt's state: a state that changed would be loaded (a
+    `_dlt_pipeline_state` row and a `_dlt_loads` row each time, on a warehouse woken up for it)."""
+
+    def loads_and_states() -> tuple[int, int]:
+        ((loads, states),) = harness.query(
+            "SELECT (SELECT count(*) FROM billing._dlt_loads), (SELECT count(*) FROM billing._dlt_pipeline_state)"
+        )
+        return loads, states
+
+    harness.run()
+    world.advance_day()
+    changed = harness.run()  # read other figures than the next run will
+    before = loads_and_states()
+    for _ in range(2):
+        summary = harness.run()
+        read = summary.accelerate_read
+        assert read["invoices_read"] == read["unchanged"] > 0 and read != changed.accelerate_read
+        assert summary.cursor_after == changed.cursor_after and summary.rows == {}
+        assert loads_and_states() == before
+    resources = harness.pipeline.state["sources"]["accelerate"]["resources"]["invoice"]
+    assert not set(accelerate_settings.STATE_KEPT_BEFORE) & set(resources)
+    harness.assert_equals_world(world)
+
+
 def test_a_business_day_loads_exactly_the_invoices_it_changed(harness: Harness, world: World) -> None:
     harness.run()
     for _ in range(2):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -44,9 +45,30 @@ from pipelines.arrow_arrays import latest_instant, repeated_string
 from pipelines.delta_tables import writes_delta_tables
 from pipelines.duckdb_memory import cap_merge_memory
 
-__all__ = ["accelerate_source", "invoice", "next_since_date"]
+__all__ = ["RunRead", "accelerate_source", "invoice", "last_read", "next_since_date"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunRead:
+    """What a run asked for and read: the day it asked from, and how many invoices it read, left out and
+    loaded (`Progress.figures`)."""
+
+    since_date: str
+    figures: dict[str, int]
+
+
+# The last run of each pipeline (by name), for the job's summary. Not in dlt's state: every change of state
+# is a load (a `_dlt_pipeline_state` row, a `_dlt_loads` row, a warehouse woken up), and these change at
+# most runs, so a run that found nothing new still loaded; now it writes nothing.
+_LAST_READ: dict[str, RunRead] = {}
+
+
+def last_read(pipeline_name: str) -> RunRead | None:
+    """What the pipeline's last run in this process asked for and read (None if none did), handed over
+    once."""
+    return _LAST_READ.pop(pipeline_name, None)
 
 
 def _sql_hints(deduplicated: bool) -> tuple[Any, Any]:
@@ -149,8 +171,9 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     release_freed_memory()
     progress.done(stored_versions.newest_left_out())
     newest = progress.newest
-    state[settings.STATE_LAST_SINCE] = since.isoformat()
-    state[settings.STATE_LAST_RUN] = progress.figures()
+    _LAST_READ[pipeline.pipeline_name] = RunRead(since.isoformat(), progress.figures())
+    for kept_before in settings.STATE_KEPT_BEFORE:  # see _LAST_READ
+        state.pop(kept_before, None)
     if newest is not None and newest > asked_at:
         # A stamp in the future (a clock or time zone wrong at the source) would move the next `since` past
         # changes not made yet, and they would be missed. The invoice is loaded; the cursor stops at now.

@@ -33,7 +33,7 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 # Where the resource keeps its state (dlt resource state, committed with the load that carried it).
 STATE_CURSOR = "last_update_date"
-STATE_LAST_SINCE = "last_since_date"
 STATE_FIELD_TYPES = "field_types"
-# What the last run read, and how many of those invoices were already stored as they are (left out).
-STATE_LAST_RUN = "last_run"
+# Where the resource kept the day the last run asked from and what it read, before these went to the job's
+# summary directly (removed from the state at the next run; see `_LAST_READ` in __init__.py).
+STATE_KEPT_BEFORE = ("last_since_date", "last_run")
