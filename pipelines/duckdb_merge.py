@@ -68,4 +68,7 @@ class InvoiceDuckDb(duckdb):
         (~3 ms) only to hand it to `adjust_capabilities`, whose DuckDB version (dlt's default) does not
         read it; a run asks 15 to 30 times. An unresolved one is handed instead: the same capabilities
         (tests/test_duckdb_merge.py checks both, and that DuckDB's `adjust_capabilities` is still dlt's)."""
-        return super().capabilities(self.spec() if config is None else config, naming)
+        if config is None:
+            config = self.spec()
+            config.update(self.config_params)  # as dlt starts its own, which it would then resolve
+        return super().capabilities(config, naming)

@@ -25,7 +25,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from filelock import FileLock, Timeout
 
-from pipelines.accelerate import accelerate_source, last_read
+from pipelines.accelerate import accelerate_source, take_last_read
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.accelerate.repeated_ids import quiet_dedup_sort_warning
 from pipelines.delta_tables import TABLE_FORMAT as DELTA_FORMAT
@@ -79,8 +79,9 @@ class RunSummary:
             f"  rows loaded: {tables}",
         ]
         if self.accelerate_ran:
+            asked = f"asked for invoices since {self.since_date}" if self.since_date else "read nothing"
             lines.append(
-                f"  accelerate: asked for invoices since {self.since_date}; "
+                f"  accelerate: {asked}; "
                 f"cursor {self.cursor_before or '(none)'} -> {self.cursor_after or '(none)'}"
             )
             if self.accelerate_read:
@@ -235,16 +236,16 @@ def _run_sources(
         with friendly_errors("sources.accelerate"):
             source = accelerate if accelerate is not None else accelerate_source()
         before = _resource_state(pipeline, "accelerate", "invoice")
-        last_read(pipeline.pipeline_name)  # forgets what a run that failed after reading left there
+        take_last_read(pipeline)  # forgets what a run that failed after reading left there
         run_source(pipeline, source, refresh="drop_sources" if full_refresh else None)
         _add_rows(summary, pipeline)
         after = _resource_state(pipeline, "accelerate", "invoice")
         summary.accelerate_ran = True
         summary.cursor_before = None if full_refresh else before.get(accelerate_settings.STATE_CURSOR)
         summary.cursor_after = after.get(accelerate_settings.STATE_CURSOR)
-        read = last_read(pipeline.pipeline_name)
+        read = take_last_read(pipeline)
         if read is not None:
-            summary.since_date, summary.accelerate_read = read.since_date, read.figures
+            summary.since_date, summary.accelerate_read = read.since_date, dict(read.figures)
     if only in (None, "qvalia"):
         if qvalia is None and only is None and not qvalia_configured():
             summary.qvalia_skipped_reason = "not configured: set sources.qvalia.api_key and account_reg_no"

@@ -69,6 +69,19 @@ def test_each_span_is_exactly_one_item(items: list[dict[str, Any]], chunk: int, 
             assert [json.loads(line) for line in bytes(document).split(b"\n")] == expected
 
 
+@pytest.mark.parametrize("inside", [b"\r", b"\n", b"\r\n", b" "])
+def test_an_item_that_spans_lines_is_not_read_one_per_line(inside: bytes) -> None:
+    """Whitespace inside an item that ends a line (a CR as well as a LF) sends the batch the dict way."""
+    body = b'{"items":[{"a":1},\n{"a":' + inside + b"2}]}"
+    spans = find_items(io.BytesIO(body))
+    assert spans is not None
+    (batch,) = read_batches(io.BytesIO(body), spans, 4)
+    document = batch.newline_delimited()
+    assert (document is None) == (inside != b" ")
+    if document is not None:
+        assert bytes(document) == b'{"a":1}\n {"a": 2}'  # the comma became a newline, the newline a space
+
+
 # Bodies that are not a plain {"items": [objects...]}: no splitter takes them.
 OTHER_OUTLINES = [
     b'[{"a":1}]',

@@ -45,7 +45,7 @@ from pipelines.arrow_arrays import latest_instant, repeated_string
 from pipelines.delta_tables import writes_delta_tables
 from pipelines.duckdb_memory import cap_merge_memory
 
-__all__ = ["RunRead", "accelerate_source", "invoice", "last_read", "next_since_date"]
+__all__ = ["RunRead", "accelerate_source", "invoice", "next_since_date", "take_last_read"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +59,16 @@ class RunRead:
     figures: dict[str, int]
 
 
-# The last run of each pipeline (by name), for the job's summary. Not in dlt's state: every change of state
-# is a load (a `_dlt_pipeline_state` row, a `_dlt_loads` row, a warehouse woken up), and these change at
-# most runs, so a run that found nothing new still loaded; now it writes nothing.
+# The last run of each pipeline (by its working folder), for the job's summary. Not in dlt's state: every
+# change of state is a load (a `_dlt_pipeline_state` row, a `_dlt_loads` row, a warehouse woken up), and
+# these change at most runs, so a run that found nothing new still loaded; now it writes nothing.
 _LAST_READ: dict[str, RunRead] = {}
 
 
-def last_read(pipeline_name: str) -> RunRead | None:
-    """What the pipeline's last run in this process asked for and read (None if none did), handed over
-    once."""
-    return _LAST_READ.pop(pipeline_name, None)
+def take_last_read(pipeline: dlt.Pipeline) -> RunRead | None:
+    """What the pipeline's last run in this process asked for and read (None if none did). Taken: a
+    second call gives None."""
+    return _LAST_READ.pop(pipeline.working_dir, None)
 
 
 def _sql_hints(deduplicated: bool) -> tuple[Any, Any]:
@@ -171,7 +171,7 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     release_freed_memory()
     progress.done(stored_versions.newest_left_out())
     newest = progress.newest
-    _LAST_READ[pipeline.pipeline_name] = RunRead(since.isoformat(), progress.figures())
+    _LAST_READ[pipeline.working_dir] = RunRead(since.isoformat(), progress.figures())
     for kept_before in settings.STATE_KEPT_BEFORE:  # see _LAST_READ
         state.pop(kept_before, None)
     if newest is not None and newest > asked_at:
