@@ -21,7 +21,14 @@ from pipelines.accelerate.arrow_json import NewFields, read_items
 from pipelines.accelerate.convert import BatchConverter
 from pipelines.accelerate.fingerprint import of_raw_items, seed_for, with_fingerprints
 from pipelines.accelerate.raw_items import RawBatch
-from pipelines.accelerate.reader import decode_items, item_batches, joined, to_tables, without_items
+from pipelines.accelerate.reader import (
+    decode_items,
+    held_in_memory,
+    item_batches,
+    joined,
+    to_tables,
+    without_items,
+)
 from pipelines.accelerate.splitter import ItemBatch, deepest_nesting, find_items, read_batches
 from pipelines.accelerate.surrogates import unpaired_surrogate_offset
 from pipelines.emulator import World
@@ -306,6 +313,50 @@ def test_read_batches_are_joined_into_items_of_the_asked_size_without_losing_a_r
         "note": [None] * 14 + ["a"] + [None] * 5,
     }
     assert sum(lines.num_rows for _, lines in items) == 30
+
+
+def _pairs(sizes: list[int]) -> list[tuple[pa.Table, pa.Table]]:
+    first = np.cumsum([0, *sizes])
+    return [
+        (pa.table({"invoice_id": range(start, start + size)}), pa.table({"invoice_id": [start] * 2}))
+        for start, size in zip(first.tolist(), sizes, strict=False)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "hold", "items"),
+    [
+        ([4, 4, 3], False, [8, 3]),
+        ([4, 4, 3], True, [11]),  # the last under half an item goes with the one before
+        ([4, 4, 4], True, [8, 4]),  # half an item or more is an item of its own
+        ([3], True, [3]),  # no full item before it: nothing to join it to
+        ([4, 4, 4, 4, 3], True, [8, 11]),  # only the last full item waits for the tail
+        ([8, 3], True, [11]),
+        ([8], True, [8]),
+        ([], True, []),
+    ],
+)
+def test_a_small_last_item_joins_the_one_before_when_held(
+    sizes: list[int], hold: bool, items: list[int]
+) -> None:
+    out = list(joined(_pairs(sizes), rows=8, hold_small_tail=hold))
+    assert [invoices.num_rows for invoices, _ in out] == items
+    assert [row for invoices, _ in out for row in invoices["invoice_id"].to_pylist()] == list(
+        range(sum(sizes))
+    )
+    assert sum(lines.num_rows for _, lines in out) == 2 * len(sizes)
+
+
+@pytest.mark.parametrize(("limit", "in_memory"), [(10, True), (9, False)])
+def test_only_a_body_read_into_memory_whole_holds_items(
+    limit: int, in_memory: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule `item_batches` splits by, asked without moving the reader."""
+    monkeypatch.setattr(accelerate_settings, "IN_MEMORY_BODY_BYTES", limit)
+    with io.BytesIO(b'{"items":[]}'[:10]) as body:
+        body.seek(3)
+        assert held_in_memory(body) is in_memory
+        assert body.tell() == 3
 
 
 def test_read_batches_typed_two_ways_go_to_dlt_one_by_one() -> None:

@@ -31,6 +31,7 @@ from pipelines.accelerate.memory import prefer_system_allocator, release_freed_m
 from pipelines.accelerate.reader import (
     Batch,
     fingerprints_of,
+    held_in_memory,
     item_batches,
     joined,
     refilled,
@@ -156,7 +157,8 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
         try:
             with client.download_invoices_since(since) as body:
                 changed = _new_versions(body, converter, stored_versions, progress)
-                for invoices, lines in joined(changed, settings.ROWS_PER_ITEM):
+                items = joined(changed, settings.ROWS_PER_ITEM, hold_small_tail=held_in_memory(body))
+                for invoices, lines in items:
                     if stored_lines is None:
                         _note_repeats(repeated, invoices, pipeline)
                         invoice_hints, line_hints = SQL_HINTS[not repeated.seen_repeat]

@@ -47,8 +47,7 @@ Batch = ItemBatch | RawBatch | list[dict[str, Any]]
 def item_batches(body: IO[bytes]) -> Iterator[Batch]:
     """The body's items in batches: split by msgspec where the body is small enough to hold (raw_items.py),
     else by the byte scan; the dict way for a body that is not a plain `{"items": [...]}`."""
-    body.flush()
-    if body.seek(0, io.SEEK_END) <= settings.IN_MEMORY_BODY_BYTES:
+    if held_in_memory(body):
         # msgspec refuses half a surrogate pair as `_refuse_unpaired_surrogates` does: a body it splits
         # holds none, and one it refuses is searched below, where the error names the byte.
         items = split_in_memory(_whole(body))
@@ -63,6 +62,15 @@ def item_batches(body: IO[bytes]) -> Iterator[Batch]:
         yield from batched(_parse_items(body), settings.DICT_BATCH_SIZE)
         return
     yield from read_batches(body, spans, settings.BATCH_SIZE)
+
+
+def held_in_memory(body: IO[bytes]) -> bool:
+    """Whether the body is small enough to be read into memory whole (`settings.IN_MEMORY_BODY_BYTES`)."""
+    body.flush()
+    position = body.tell()
+    size = body.seek(0, io.SEEK_END)
+    body.seek(position)
+    return size <= settings.IN_MEMORY_BODY_BYTES
 
 
 # The levels of `{"items": [` around every item: the byte scan's refusal measures the whole document.
@@ -175,20 +183,38 @@ def _arrow_can_take(batch: ItemBatch) -> bool:
     return depth <= MAX_ITEM_DEPTH
 
 
-def joined(pairs: Iterable[tuple[pa.Table, pa.Table]], rows: int) -> Iterator[tuple[pa.Table, pa.Table]]:
+def joined(
+    pairs: Iterable[tuple[pa.Table, pa.Table]], rows: int, hold_small_tail: bool = False
+) -> Iterator[tuple[pa.Table, pa.Table]]:
     """Consecutive pairs put together until they hold `rows` invoices. Arrow reads small batches (its
     memory is a few times the batch's bytes) while dlt, whose cost is per item, gets few large ones. The
-    tables are joined without copying (chunked columns); pairs that cannot be joined go one by one."""
+    tables are joined without copying (chunked columns); pairs that cannot be joined go one by one.
+
+    With `hold_small_tail`, each full item waits for the next, so that a last one under half of `rows`
+    goes with it: a run that loads 10,150 invoices gives dlt one item, not one of 10,000 and one of 150
+    that costs as much in dlt (~7 ms) as a few thousand rows. An item then holds up to 1.5 x `rows`, and
+    two are held at once: only for bodies held in memory whole (small by definition); a streamed backfill
+    holding a finished item while it reads the next peaked higher (1M invoices: 281 -> 296 MB)."""
     invoices: list[pa.Table] = []
     lines: list[pa.Table] = []
+    held: tuple[list[pa.Table], list[pa.Table]] | None = None
     count = 0
     for pair in pairs:
         invoices.append(pair[0])
         lines.append(pair[1])
         count += pair[0].num_rows
         if count >= rows:
-            yield from _concatenated(invoices, lines)
+            if not hold_small_tail:
+                yield from _concatenated(invoices, lines)
+            else:
+                if held is not None:
+                    yield from _concatenated(*held)
+                held = (invoices, lines)
             invoices, lines, count = [], [], 0
+    if held is not None:
+        if invoices and 2 * count < rows:
+            held, invoices, lines = (held[0] + invoices, held[1] + lines), [], []
+        yield from _concatenated(*held)
     if invoices:
         yield from _concatenated(invoices, lines)
 
