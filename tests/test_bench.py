@@ -3,11 +3,15 @@ Their timings are never asserted on (CI machines vary); the full-size figures ar
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKFILL_LABELS = {
@@ -158,3 +162,25 @@ def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
         r"^marginal cost of one more row loaded .*: -?\d+\.\d+ \(median slope over 8 ", output, re.M
     )
     assert re.search(r"^fixed cost of a run that loads rows: -?\d+\.\d+ s ", output, re.M)
+
+
+def test_the_slope_pairs_only_days_of_different_shares() -> None:
+    """Two days of one share differ in rows by a few (the world grew) and in time by the file's drift:
+    paired, they would read that drift as a steep cost of rows."""
+    spec = importlib.util.spec_from_file_location("bench_incremental", ROOT / "bench" / "incremental.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclass looks itself up there
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+
+    def day(rows: int, seconds: float, share: float) -> Any:
+        return bench.Run("day", seconds, rows, 0, rows, 0, "changed", share)
+
+    days = [day(100, 1.0, 0.01), day(110, 1.5, 0.01), day(1000, 2.0, 0.1), day(1010, 2.5, 0.1)]
+    slope, intercept = bench.fitted_line(days)
+    assert slope == pytest.approx(1 / 900)  # all six pairs: 0.00138 (the two same-share pairs: 0.05)
+    assert intercept == pytest.approx(1.75 - slope * 555)
+    one_share = [day(100, 1.0, 0.01), day(200, 1.5, 0.01), day(300, 1.75, 0.01)]
+    assert bench.fitted_line(one_share)[0] == pytest.approx(0.00375)  # one share: every two days
