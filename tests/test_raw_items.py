@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from test_fast_reader import (
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.accelerate.convert import BatchConverter
 from pipelines.accelerate.raw_items import (
+    MappedPages,
     RawBatch,
     batches_of,
     deepest_item,
@@ -226,3 +229,41 @@ def test_openers_are_found_by_one_comparison_exactly() -> None:
     data = np.random.default_rng(5).integers(0, 256, 3 * (1 << 18) + 17, dtype=np.uint8)
     expected = np.flatnonzero((data == ord("{")) | (data == ord("[")))
     assert np.array_equal(opener_positions(data), expected) and len(expected) > 5000
+
+
+def _resident_kib(mapped: mmap.mmap) -> int:
+    """What of the mapping is resident, from the kernel's own account of this process's mappings."""
+    start = np.frombuffer(mapped, np.uint8).__array_interface__["data"][0]
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for number, line in enumerate(lines):
+        if line.split("-")[0].isalnum() and "-" in line.split()[0]:
+            low, high = (int(bound, 16) for bound in line.split()[0].split("-"))
+            if low <= start < high:
+                rss = next(entry for entry in lines[number + 1 :] if entry.startswith("Rss:"))
+                return int(rss.split()[1])
+    raise AssertionError("the mapping is not in /proc/self/smaps")
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/smaps").exists() or not hasattr(mmap, "MADV_DONTNEED"), reason="Linux"
+)
+def test_the_pages_of_a_body_are_given_back_as_its_batches_are_joined(tmp_path: Path) -> None:
+    """A body read whole stays resident no more than what is still to be read of it, and an item read
+    again after its page went is still its bytes."""
+    items = [invoice(invoice_id=number, paid_amount=Decimal(number)) for number in range(6_000)]
+    path = tmp_path / "body.json"
+    path.write_bytes(b'{"items":[' + b",".join(items) + b"]}")
+    with path.open("rb") as spooled:
+        mapped = mmap.mmap(spooled.fileno(), 0, access=mmap.ACCESS_READ)
+    raw = split_in_memory(mapped)  # reads every byte
+    whole_kib = _resident_kib(mapped)
+    assert whole_kib >= len(mapped) // 1024 - 4
+    first, second = batches_of(raw, 3_000, MappedPages(mapped))
+    first.joined()
+    assert _resident_kib(mapped) <= whole_kib / 2 + 8  # the first half went, to within a page
+    second.joined()
+    assert _resident_kib(mapped) <= 8
+    assert [bytes(item) for item in raw] == items
+    kept = first.kept(np.arange(3_000) % 2 == 0)  # what a run keeps, gathered again, shares the pages
+    (gathered, _), *_ = refilled([(kept, np.arange(1_500))], 1_000)
+    assert kept.pages is first.pages and gathered.pages is first.pages
