@@ -159,7 +159,10 @@ def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
     assert {"nothing changed / backfill", "changed day / backfill"} <= set(ratios(output))
     # Below the noise of a 300-invoice run the slope can be negative, so only its presence is checked.
     assert re.search(
-        r"^marginal cost of one more row loaded .*: -?\d+\.\d+ \(median slope over 8 ", output, re.M
+        r"^marginal cost of one more row loaded .*: -?\d+\.\d+ \(median slope over 8 changed days; 95% of "
+        r"resamplings of the days: -?\d+\.\d+ to -?\d+\.\d+; goal <= 1\.0: (NOT )?met\)$",
+        output,
+        re.M,
     )
     assert re.search(r"^fixed cost of a run that loads rows: -?\d+\.\d+ s ", output, re.M)
 
@@ -167,13 +170,7 @@ def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
 def test_the_slope_pairs_only_days_of_different_shares() -> None:
     """Two days of one share differ in rows by a few (the world grew) and in time by the file's drift:
     paired, they would read that drift as a steep cost of rows."""
-    spec = importlib.util.spec_from_file_location("bench_incremental", ROOT / "bench" / "incremental.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclass looks itself up there
-    try:
-        spec.loader.exec_module(bench)
-    finally:
-        del sys.modules[spec.name]
+    bench = incremental_bench()
 
     def day(rows: int, seconds: float, share: float) -> Any:
         return bench.Run("day", seconds, rows, 0, rows, 0, "changed", share)
@@ -184,3 +181,27 @@ def test_the_slope_pairs_only_days_of_different_shares() -> None:
     assert intercept == pytest.approx(1.75 - slope * 555)
     one_share = [day(100, 1.0, 0.01), day(200, 1.5, 0.01), day(300, 1.75, 0.01)]
     assert bench.fitted_line(one_share)[0] == pytest.approx(0.00375)  # one share: every two days
+
+
+def test_the_slope_interval_is_the_slope_when_the_days_lie_on_a_line() -> None:
+    bench = incremental_bench()
+    days = [
+        bench.Run("day", 0.3 + 1e-5 * rows, rows, 0, rows, 0, "changed", share)
+        for rows, share in [(500, 0.005), (1_000, 0.01), (2_000, 0.02), (5_000, 0.05)] * 2
+    ]
+    assert bench.slope_interval(days) == pytest.approx((1e-5, 1e-5))
+    days[0].seconds += 0.1  # one slow day: the interval widens, and still holds the slope
+    low, high = bench.slope_interval(days)
+    assert low <= 1e-5 <= high and high > low
+
+
+def incremental_bench() -> Any:
+    """bench/incremental.py as a module (it is a script, not in a package)."""
+    spec = importlib.util.spec_from_file_location("bench_incremental", ROOT / "bench" / "incremental.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclass looks itself up there
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    return bench
