@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from dlt.extract.extractors import ArrowExtractor
 
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.emulator import World
@@ -202,4 +204,29 @@ def test_staged_rows_are_emptied_when_the_load_completes(harness: Harness, world
     assert summary.rows["invoice"] > 0
     assert harness.query("SELECT count(*) FROM billing_staging.invoice") == [(0,)]
     assert harness.query("SELECT count(*) FROM billing_staging.invoice_line") == [(0,)]
+    harness.assert_equals_world(world)
+
+
+@pytest.mark.parametrize(("read_into_memory", "items"), [(True, 1), (False, 2)])
+def test_a_small_last_item_goes_to_dlt_with_the_one_before_when_the_body_is_in_memory(
+    harness: Harness, world: World, monkeypatch: pytest.MonkeyPatch, read_into_memory: bool, items: int
+) -> None:
+    """150 invoices in items of 140: the last 10 join the first where the body is read into memory, and go
+    as an item of their own where it is streamed (whose items are never held)."""
+    monkeypatch.setattr(accelerate_settings, "BATCH_SIZE", 7)
+    monkeypatch.setattr(accelerate_settings, "ROWS_PER_ITEM", 140)
+    if not read_into_memory:
+        monkeypatch.setattr(accelerate_settings, "IN_MEMORY_BODY_BYTES", -1)
+    handed: list[tuple[str, int]] = []  # (table, rows) of each item dlt is given
+    write_items = ArrowExtractor.write_items
+
+    def counted(self: ArrowExtractor, resource: Any, table: Any, meta: Any) -> None:
+        handed.append((meta.hints["table_name"], table.num_rows))
+        write_items(self, resource, table, meta)
+
+    monkeypatch.setattr(ArrowExtractor, "write_items", counted)  # dlt's, observed
+    harness.run()
+    invoice_items = [rows for table, rows in handed if table == "invoice"]
+    assert invoice_items == ([150] if read_into_memory else [140, 10])
+    assert [table for table, _ in handed].count("invoice_line") == items
     harness.assert_equals_world(world)

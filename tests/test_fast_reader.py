@@ -347,6 +347,15 @@ def test_a_small_last_item_joins_the_one_before_when_held(
     assert sum(lines.num_rows for _, lines in out) == 2 * len(sizes)
 
 
+def test_a_small_last_item_typed_unlike_the_one_before_goes_alone_and_leaves_that_one_whole() -> None:
+    pairs = _pairs([4, 4, 1])
+    pairs[2] = (pairs[2][0].append_column("note", pa.array([2.5])), pairs[2][1])
+    pairs[0] = (pairs[0][0].append_column("note", pa.array(["a"] * 4)), pairs[0][1])
+    out = list(joined(pairs, rows=8, hold_small_tail=True))
+    assert [invoices.num_rows for invoices, _ in out] == [8, 1]
+    assert [row for invoices, _ in out for row in invoices["invoice_id"].to_pylist()] == list(range(9))
+
+
 @pytest.mark.parametrize(("limit", "in_memory"), [(10, True), (9, False)])
 def test_only_a_body_read_into_memory_whole_holds_items(
     limit: int, in_memory: bool, monkeypatch: pytest.MonkeyPatch

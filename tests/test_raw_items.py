@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import mmap
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,15 @@ def test_the_pages_of_a_body_are_given_back_as_its_batches_are_joined(tmp_path: 
     kept = first.kept(np.arange(3_000) % 2 == 0)  # what a run keeps, gathered again, shares the pages
     (gathered, _), *_ = refilled([(kept, np.arange(1_500))], 1_000)
     assert kept.pages is first.pages and gathered.pages is first.pages
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_DONTNEED"), reason="no MADV_DONTNEED here")
+def test_a_spooled_body_read_into_memory_gives_its_pages_back() -> None:
+    """What `item_batches` hands on from a spooled body (as the client makes it) can give its pages back."""
+    items = [invoice(invoice_id=number) for number in range(10)]
+    with tempfile.TemporaryFile() as spooled:
+        spooled.write(b'{"items":[' + b",".join(items) + b"]}")
+        spooled.seek(0)
+        (batch,) = list(item_batches(spooled))
+        assert isinstance(batch, RawBatch) and batch.pages is not None and batch.pages.mapped
+        assert batch.joined().items() == items

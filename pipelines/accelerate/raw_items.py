@@ -19,6 +19,7 @@ fingerprints then differ from the other way's, which only means they are loaded 
 from __future__ import annotations
 
 import io
+import logging
 import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from pipelines.accelerate.splitter import (
     ItemBatch,
     deepest_nesting,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,23 +80,31 @@ def split_in_memory(body: Buffer) -> list[msgspec.Raw] | None:
 
 
 class MappedPages:
-    """The pages of a body mapped from its spooled file, given back to the kernel once the items in them
+    """The pages of a body mapped from its spooled file, unmapped from the process once the items in them
     are done with.
 
-    Why: msgspec's split reads the whole body, so all of it stayed resident until the run ended, on top of
-    what the run builds from it: a 34,000-invoice backfill (a 64 MB body, read this way) peaked at 294-300
-    MB in its extract, 246 MB with the pages given back as the conversion goes (bench/backfill.py
-    --invoices 34000 --paths connector). Giving all back after the split, to fault in again, took 10 MB
-    more off the extract, not off the run's peak (its load, 247 MB), at a fault per page read again: not
-    done. Given back, pages stay in the page cache: a view read after its page went faults it in again, so
-    only the cost of reading it changes, never the bytes. Where pages cannot be given back (a body read
-    into bytes, a system without `MADV_DONTNEED`), nothing is done."""
+    Why: msgspec's split reads the whole body, so all of it stayed in the process's resident set until
+    the run ended, on top of what the run builds from it: a 34,000-invoice backfill (a 64 MB body, read
+    this way) peaked at 294-300 MB RSS in its extract, 236-246 MB with the pages given back as the
+    conversion goes (bench/backfill.py --invoices 34000 --paths connector). The bytes stay in the page
+    cache, as the spooled file's do on the streamed way: clean, reclaimable, and charged to a cgroup
+    either way (all of it where /tmp is a tmpfs); what drops is the resident set, which RSS limits and
+    the benchmark see. A view read after its page went faults it in again, so only the cost of reading
+    it changes, never the bytes. Giving all back after the split, to fault in again, took 10 MB more off
+    the extract, not off the run's peak (its load, 247 MB), at a fault per page read again: not done.
+    Where pages cannot be given back (a body read into bytes, a system without `MADV_DONTNEED`, a
+    kernel that refuses), nothing is done."""
 
     def __init__(self, body: Buffer) -> None:
         mapped = isinstance(body, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") and len(body) > 0
         self._map = body if mapped else None
         self._base = _address(body) if mapped else 0
         self._done = 0  # bytes from the start whose items are done with
+
+    @property
+    def mapped(self) -> bool:
+        """Whether pages are given back at all (see the class)."""
+        return self._map is not None
 
     def release_through(self, item: msgspec.Raw) -> None:
         """Give back the pages that end before `item` does: everything up to it is done with."""
@@ -102,7 +113,12 @@ class MappedPages:
         end = _address(item) - self._base + len(item)
         end -= end % mmap.PAGESIZE
         if end > self._done:
-            self._map.madvise(mmap.MADV_DONTNEED, self._done, end - self._done)
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, self._done, end - self._done)
+            except OSError as error:  # only ever a saving: the run goes on with the pages resident
+                logger.debug("could not give back the body's pages: %s", error)
+                self._map = None
+                return
             self._done = end
 
 

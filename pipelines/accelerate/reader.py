@@ -201,11 +201,12 @@ def joined(
 
     With `hold_small_tail`, each full item waits for the next, so that a last one under half of `rows`
     goes with it: a run that loads 10,150 invoices gives dlt one item, not one of 10,000 and one of 150
-    that costs as much in dlt (~7 ms) as a few thousand rows. An item then holds up to 1.5 x `rows`, and
-    two are held at once: only for bodies read into memory whole (at most 64 MiB, whose pages go as they
-    are read, raw_items.MappedPages: a 34,000-invoice backfill read this way peaks at 248-252 MB with
-    it); a streamed backfill holding a finished item while it reads the next peaked higher (1M invoices:
-    281 -> 296 MB)."""
+    that costs as much in dlt (~7 ms) as a few thousand rows. An item then holds up to about 1.75 x
+    `rows` (a batch past `rows`, then the tail), and two are held at once: only for bodies read into
+    memory (at most 64 MiB, whose pages go as they are read, raw_items.MappedPages: a 34,000-invoice
+    backfill read this way peaks at 248-252 MB with it); a streamed backfill holding a finished item
+    while it reads the next peaked higher (1M invoices: 281 -> 296 MB). A tail typed unlike the held item
+    goes on its own, so that the held item still goes whole."""
     invoices: list[pa.Table] = []
     lines: list[pa.Table] = []
     held: tuple[list[pa.Table], list[pa.Table]] | None = None
@@ -222,24 +223,35 @@ def joined(
                     yield from _concatenated(*held)
                 held = (invoices, lines)
             invoices, lines, count = [], [], 0
+    if held is not None and invoices and 2 * count < rows:
+        together = _joined_or_none(held[0] + invoices, held[1] + lines)
+        if together is not None:
+            yield together
+            return
     if held is not None:
-        if invoices and 2 * count < rows:
-            held, invoices, lines = (held[0] + invoices, held[1] + lines), [], []
         yield from _concatenated(*held)
     if invoices:
         yield from _concatenated(invoices, lines)
+
+
+def _joined_or_none(invoices: list[pa.Table], lines: list[pa.Table]) -> tuple[pa.Table, pa.Table] | None:
+    """The pairs as one, or None when a column is typed two ways among them (dlt reconciles those per
+    item)."""
+    try:
+        return (
+            pa.concat_tables(invoices, promote_options="default"),
+            pa.concat_tables(lines, promote_options="default"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
 
 
 def _concatenated(invoices: list[pa.Table], lines: list[pa.Table]) -> Iterator[tuple[pa.Table, pa.Table]]:
     if len(invoices) == 1:
         yield invoices[0], lines[0]
         return
-    try:
-        together = (
-            pa.concat_tables(invoices, promote_options="default"),
-            pa.concat_tables(lines, promote_options="default"),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column typed two ways: dlt reconciles them per item
+    together = _joined_or_none(invoices, lines)
+    if together is None:
         yield from zip(invoices, lines, strict=True)
         return
     yield together
