@@ -164,6 +164,11 @@ def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
         output,
         re.M,
     )
+    assert re.search(
+        r"^the same on this process's CPU time \(.*\): -?\d+\.\d+ \(95%: -?\d+\.\d+ to -?\d+\.\d+\)$",
+        output,
+        re.M,
+    )
     assert re.search(r"^fixed cost of a run that loads rows: -?\d+\.\d+ s ", output, re.M)
 
 
@@ -193,6 +198,29 @@ def test_the_slope_interval_is_the_slope_when_the_days_lie_on_a_line() -> None:
     days[0].seconds += 0.1  # one slow day: the interval widens, and still holds the slope
     low, high = bench.slope_interval(days)
     assert low <= 1e-5 <= high and high > low
+
+
+def test_the_marginal_cost_reads_wall_or_cpu_time_against_the_backfill_less_a_run_with_nothing_to_do() -> (
+    None
+):
+    bench = incremental_bench()
+
+    def run(kind: str, rows: int, seconds: float, cpu_seconds: float, share: float = 0.0) -> Any:
+        return bench.Run(kind, seconds, rows, 0, rows, 0, kind, share, cpu_seconds)
+
+    # wall: a backfill row 10 us (6.1 s less the median run with nothing to do, 0.1 s, over 600,000 rows),
+    # a changed row 12 us; CPU: 8 and 6 us
+    backfill = run("backfill", 600_000, 6.1, 4.9)
+    unchanged = [run("unchanged", 0, 0.1, 0.1), run("unchanged", 0, 0.3, 0.05), run("unchanged", 0, 0.1, 0.1)]
+    changed = [
+        run("changed", rows, 0.3 + 12e-6 * rows, 0.2 + 6e-6 * rows, share)
+        for rows, share in [(5_000, 0.01), (10_000, 0.02), (50_000, 0.1)] * 2
+    ]
+    marginal, low, high, intercept = bench.marginal_cost(backfill, unchanged, changed)
+    assert (marginal, low, high, intercept) == pytest.approx((1.2, 1.2, 1.2, 0.3))
+    on_cpu = [bench.on_cpu(runs) for runs in ([backfill], unchanged, changed)]
+    assert [day.seconds for day in on_cpu[1]] == [0.1, 0.05, 0.1]
+    assert bench.marginal_cost(on_cpu[0][0], on_cpu[1], on_cpu[2]) == pytest.approx((0.75, 0.75, 0.75, 0.2))
 
 
 def incremental_bench() -> Any:
