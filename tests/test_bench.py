@@ -1,5 +1,5 @@
 """The benchmarks run at a small size, so they never rot: each prints a well-formed table of positive figures.
-Their timings are never asserted on (CI machines vary); the full-size figures are in the README."""
+Their timings are never asserted on (CI machines vary); the full-size figures are in the README and bench/README.md."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ DEFAULT_TIMEZONE = "Europe/London"
 # joined without copying). Arrow's memory is a few times the batch's bytes, so reading is done small; dlt
 # validates a table's hints once per item it is given (about 25 ms for our two tables; no cache for arrow
 # items), so items are large. A batch that must go the dict way is converted DICT_BATCH_SIZE at a time,
-# as dicts take ~12 KB an invoice. Measured in bench/backfill.py: see the README's performance section.
+# as dicts take ~12 KB an invoice. Measured in bench/backfill.py: see bench/README.md.
 BATCH_SIZE = 2_500
 ROWS_PER_ITEM = 10_000
 DICT_BATCH_SIZE = 2_000
