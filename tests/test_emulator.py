@@ -445,6 +445,7 @@ def test_a_cached_body_is_sent_in_pieces_that_make_the_same_bytes(
     world: World, monkeypatch: pytest.MonkeyPatch, chunk_bytes: int, buffers_per_send: int, gathered: bool
 ) -> None:
     monkeypatch.setattr(emulator_server, "CACHE_MIN_INVOICES", 0)
+    monkeypatch.setattr(emulator_server, "JOINED_BODY_MAX_BYTES", 0)  # every body sent in pieces
     monkeypatch.setattr(emulator_server, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(emulator_server, "BUFFERS_PER_SEND", buffers_per_send)
     monkeypatch.setattr(emulator_server, "_GATHERED_SENDS", gathered)
@@ -461,6 +462,29 @@ def test_a_cached_body_is_sent_in_pieces_that_make_the_same_bytes(
                 served = since(server, day)
                 assert served.content == expected, (round_, day)
                 assert int(served.headers["Content-Length"]) == len(expected)
+
+
+def test_a_cached_body_up_to_the_limit_is_one_buffer_with_the_bytes_of_its_pieces(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After business days a window's invoices sit in the buffers of the days they changed, interleaved by
+    id: many short runs, costly to send. A body up to JOINED_BODY_MAX_BYTES is joined once, when cached."""
+    monkeypatch.setattr(emulator_server, "CACHE_MIN_INVOICES", 0)
+    window = dt.date(2000, 1, 1)
+    with EmulatorServer(world) as server:
+        runs = []
+        for shape in ("pieces", "pieces", "pieces", "joined"):
+            server.advance_day()  # the day's changes are encoded into a buffer of their own
+            expected = emulator_server.items_body(world.invoices_since(window))
+            limit = len(expected) if shape == "joined" else len(expected) - 1
+            monkeypatch.setattr(emulator_server, "JOINED_BODY_MAX_BYTES", limit)
+            body = server._invoices_body(window)
+            assert isinstance(body, bytes) == (shape == "joined")
+            runs.append(1 if isinstance(body, bytes) else len(body.runs))
+            served = since(server, window.isoformat())
+            assert served.content == expected, shape
+            assert int(served.headers["Content-Length"]) == len(expected)
+    assert runs[0] < runs[2] and runs[2] > 10  # each day breaks the runs around its changes
 
 
 def test_gathered_sends_that_stop_part_way_resume_where_they_stopped() -> None:
@@ -486,6 +510,7 @@ def test_a_dropped_cached_body_stops_at_half_its_promised_length(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(emulator_server, "CACHE_MIN_INVOICES", 0)
+    monkeypatch.setattr(emulator_server, "JOINED_BODY_MAX_BYTES", 0)
     monkeypatch.setattr(emulator_server, "CHUNK_BYTES", 5_000)
     monkeypatch.setattr(emulator_server, "BUFFERS_PER_SEND", 3)
     expected = emulator_server.items_body(world.invoices_since(dt.date(2000, 1, 1)))
