@@ -165,7 +165,7 @@ def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
         re.M,
     )
     assert re.search(
-        r"^the same on this process's CPU time \(.*\): -?\d+\.\d+ \(95%: -?\d+\.\d+ to -?\d+\.\d+\)$",
+        r"^the same on the connector's CPU time \(.*\): -?\d+\.\d+ \(95%: -?\d+\.\d+ to -?\d+\.\d+\)$",
         output,
         re.M,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -485,6 +486,25 @@ def test_a_cached_body_up_to_the_limit_is_one_buffer_with_the_bytes_of_its_piece
             assert served.content == expected, shape
             assert int(served.headers["Content-Length"]) == len(expected)
     assert runs[0] < runs[2] and runs[2] > 10  # each day breaks the runs around its changes
+
+
+def test_the_cpu_time_of_serving_is_counted_per_request(world: World) -> None:
+    """bench/incremental.py takes it out of its process's CPU time: a real API does not share the machine."""
+
+    def served_once_more(server: EmulatorServer) -> float:
+        """The count after one more request. The thread adds it once the answer is sent, so the client may
+        read the answer first: wait for it."""
+        before = server.serving_cpu_seconds
+        since(server, "2000-01-01")
+        deadline = time.monotonic() + 5
+        while server.serving_cpu_seconds == before and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return server.serving_cpu_seconds
+
+    with EmulatorServer(world) as server:
+        assert server.serving_cpu_seconds == 0.0
+        after_one = served_once_more(server)
+        assert 0.0 < after_one < served_once_more(server) < 5.0
 
 
 def test_gathered_sends_that_stop_part_way_resume_where_they_stopped() -> None:
