@@ -226,7 +226,7 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
         f"{high:.2f}; goal <= {PROPORTIONAL}: {verdict})"
     )
     cpu_marginal, cpu_low, cpu_high, _ = marginal_cost(
-        on_cpu([backfill])[0], on_cpu(unchanged), on_cpu(changed)
+        on_cpu(backfill), [on_cpu(run) for run in unchanged], [on_cpu(run) for run in changed]
     )
     print(
         f"the same on the connector's CPU time (this process's, all threads, less the emulator's serving; "
@@ -282,7 +282,7 @@ def fitted_line(changed: list[Run]) -> tuple[float, float]:
 def slope_interval(changed: list[Run], resamplings: int = RESAMPLINGS) -> tuple[float, float]:
     """Where 95% of the slopes fall when each share's days are drawn again, with replacement (a bootstrap
     within each share, so that every draw still pairs days of different shares): how far the figure can
-    be trusted. On this 2-core machine it spans ±0.2 to 0.3 around the slope, as much as the slope moves
+    be trusted. On this 2-core machine it spans ±0.1 to 0.3 around the slope, as much as the slope moves
     between two runs of the benchmark, so a verdict near the goal says little alone. The backfill's cost
     per row it is compared with is taken as exact, so the ratio is less certain still."""
     draw = random.Random(0)
@@ -296,9 +296,9 @@ def slope_interval(changed: list[Run], resamplings: int = RESAMPLINGS) -> tuple[
     return slopes[int(0.025 * resamplings)], slopes[int(0.975 * resamplings) - 1]
 
 
-def on_cpu(runs: list[Run]) -> list[Run]:
-    """The runs timed by this process's CPU time instead of the wall clock."""
-    return [replace(run, seconds=run.cpu_seconds) for run in runs]
+def on_cpu(run: Run) -> Run:
+    """The run as if timed by CPU time, so that one `marginal_cost` reads either clock."""
+    return replace(run, seconds=run.cpu_seconds)
 
 
 def percent(share: float) -> str:

@@ -200,9 +200,8 @@ def test_the_slope_interval_is_the_slope_when_the_days_lie_on_a_line() -> None:
     assert low <= 1e-5 <= high and high > low
 
 
-def test_the_marginal_cost_reads_wall_or_cpu_time_against_the_backfill_less_a_run_with_nothing_to_do() -> (
-    None
-):
+def test_the_marginal_cost_on_wall_and_cpu_time() -> None:
+    """Against a backfill row less the median run with nothing to do, on either clock."""
     bench = incremental_bench()
 
     def run(kind: str, rows: int, seconds: float, cpu_seconds: float, share: float = 0.0) -> Any:
@@ -218,9 +217,12 @@ def test_the_marginal_cost_reads_wall_or_cpu_time_against_the_backfill_less_a_ru
     ]
     marginal, low, high, intercept = bench.marginal_cost(backfill, unchanged, changed)
     assert (marginal, low, high, intercept) == pytest.approx((1.2, 1.2, 1.2, 0.3))
-    on_cpu = [bench.on_cpu(runs) for runs in ([backfill], unchanged, changed)]
-    assert [day.seconds for day in on_cpu[1]] == [0.1, 0.05, 0.1]
-    assert bench.marginal_cost(on_cpu[0][0], on_cpu[1], on_cpu[2]) == pytest.approx((0.75, 0.75, 0.75, 0.2))
+    unchanged_on_cpu = [bench.on_cpu(run) for run in unchanged]
+    assert [run.seconds for run in unchanged_on_cpu] == [0.1, 0.05, 0.1]
+    on_cpu = bench.marginal_cost(
+        bench.on_cpu(backfill), unchanged_on_cpu, [bench.on_cpu(run) for run in changed]
+    )
+    assert on_cpu == pytest.approx((0.75, 0.75, 0.75, 0.2))
 
 
 def incremental_bench() -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
@@ -501,10 +502,24 @@ def test_the_cpu_time_of_serving_is_counted_per_request(world: World) -> None:
             time.sleep(0.001)
         return server.serving_cpu_seconds
 
+    def spin(seconds: float) -> None:
+        until = time.thread_time() + seconds
+        while time.thread_time() < until:
+            pass
+
     with EmulatorServer(world) as server:
         assert server.serving_cpu_seconds == 0.0
         after_one = served_once_more(server)
         assert 0.0 < after_one < served_once_more(server) < 5.0
+        # another thread of the process burning CPU meanwhile is not counted: only the request's thread is
+        spinner = threading.Thread(target=spin, args=(0.5,))
+        before, process_before = server.serving_cpu_seconds, time.process_time()
+        spinner.start()
+        while spinner.is_alive():
+            served_once_more(server)
+        spinner.join()
+        assert time.process_time() - process_before >= 0.5
+        assert server.serving_cpu_seconds - before < 0.25
 
 
 def test_gathered_sends_that_stop_part_way_resume_where_they_stopped() -> None:

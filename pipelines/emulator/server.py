@@ -115,8 +115,9 @@ _GATHERED_SENDS = hasattr(socket.socket, "sendmsg")  # not on Windows
 class _ItemsBody:
     """A cached Accelerate 200 body, {"items":[...]}, as runs of comma-separated invoices in the cache's buffers.
 
-    The body is `{"items":[` + the runs joined with commas + `]}`; it is sent run by run, never joined, so a
-    million-invoice body adds a few hundred views to the cache, not a 2 GB copy of what the cache holds.
+    The body is `{"items":[` + the runs joined with commas + `]}`; it is sent run by run, and joined only up
+    to JOINED_BODY_MAX_BYTES, so a million-invoice body adds a few hundred views to the cache, not a 2 GB
+    copy of what the cache holds.
     """
 
     runs: list[memoryview]
@@ -464,7 +465,8 @@ class EmulatorServer:
     # ---- requests --------------------------------------------------------------------------------------
 
     def _serve(self, handler: _Handler, method: str) -> None:
-        """One request, its thread's CPU time added to `serving_cpu_seconds`."""
+        """One request, its thread's CPU time added to `serving_cpu_seconds`: per thread, because requests
+        are served at once on threads of their own, and only this share is the emulator's."""
         started = time.thread_time()
         try:
             self._answer(handler, method)
