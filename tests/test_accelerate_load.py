@@ -7,10 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from dlt.extract.concurrency import FuturesPool
 from dlt.extract.extractors import ArrowExtractor
 
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.emulator import World
+from pipelines.invoices import EXTRACT_POLL_SECONDS
 
 from conftest import Harness
 
@@ -230,3 +232,28 @@ def test_a_small_last_item_goes_to_dlt_with_the_one_before_when_the_body_is_in_m
     assert invoice_items == ([150] if read_into_memory else [140, 10])
     assert [table for table, _ in handed].count("invoice_line") == items
     harness.assert_equals_world(world)
+
+
+def test_an_extract_ends_with_a_short_poll_unless_the_user_set_one(
+    harness: Harness, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dlt naps one poll interval when the last resource is exhausted: the job's interval, not dlt's 10 ms
+    default, and the user's own if they set one."""
+    naps: list[float] = []
+    nap = FuturesPool.sleep
+
+    def recorded(pool: FuturesPool) -> None:
+        naps.append(pool.poll_interval)
+        nap(pool)
+
+    monkeypatch.setattr(FuturesPool, "sleep", recorded)
+    harness.run()
+    harness.assert_equals_world(world)
+    assert naps and set(naps) == {EXTRACT_POLL_SECONDS}
+
+    naps.clear()
+    monkeypatch.setenv("EXTRACT__FUTURES_POLL_INTERVAL", "0.02")
+    world.advance_day()
+    harness.run()
+    harness.assert_equals_world(world)
+    assert naps and set(naps) == {0.02}
