@@ -170,6 +170,14 @@ def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
         re.M,
     )
     assert re.search(r"^fixed cost of a run that loads rows: -?\d+\.\d+ s ", output, re.M)
+    assert re.search(
+        r"^fresh memory pages a row \(minor page faults\): a backfill row \d+\.\d\d, one more row loaded on a "
+        r"changed day -?\d+\.\d\d \(-?\d+\.\d\dx; 95%: -?\d+\.\d\d to -?\d+\.\d\d\); a page written for the "
+        r"first time costs \d+\.\d us on this machine, so the difference is worth [+-]\d+\.\d\d of a backfill "
+        r"row's wall time$",
+        output,
+        re.M,
+    )
 
 
 def test_the_slope_pairs_only_days_of_different_shares() -> None:
@@ -223,6 +231,41 @@ def test_the_marginal_cost_on_wall_and_cpu_time() -> None:
         bench.on_cpu(backfill), unchanged_on_cpu, [bench.on_cpu(run) for run in changed]
     )
     assert on_cpu == pytest.approx((0.75, 0.75, 0.75, 0.2))
+
+
+def test_the_page_faults_of_a_changed_row_against_a_backfill_row(capsys: pytest.CaptureFixture[str]) -> None:
+    """Counted like the seconds, against a backfill row less the median run with nothing to do, and
+    priced at the machine's cost of a fault against a backfill row's wall time."""
+    bench = incremental_bench()
+
+    def run(kind: str, rows: int, seconds: float, faults: int, share: float = 0.0) -> Any:
+        return bench.Run(kind, seconds, rows, 0, rows, 0, kind, share, 0.0, faults)
+
+    # a backfill row: 0.3 faults (181,000 less the median of the runs with nothing to do, 1,000, over
+    # 600,000 rows) and 10 us of wall time (6.1 s less 0.1 s); a changed row: 0.6 faults
+    backfill = run("backfill", 600_000, 6.1, 181_000)
+    unchanged = [
+        run("unchanged", 0, 0.1, 1_000),
+        run("unchanged", 0, 0.3, 5_000),
+        run("unchanged", 0, 0.1, 1_000),
+    ]
+    changed = [
+        run("changed", rows, 0.3 + 12e-6 * rows, 3_000 + 6 * rows // 10, share)
+        for rows, share in [(5_000, 0.01), (10_000, 0.02), (50_000, 0.1)] * 2
+    ]
+    bench.report_page_faults(backfill, unchanged, changed, 4e-6)
+    # 0.3 faults more a row at 4 us: 1.2 us, 0.12 of a backfill row's 10 us
+    assert capsys.readouterr().out.strip() == (
+        "fresh memory pages a row (minor page faults): a backfill row 0.30, one more row loaded on a changed "
+        "day 0.60 (2.00x; 95%: 2.00 to 2.00); a page written for the first time costs 4.0 us on this machine, "
+        "so the difference is worth +0.12 of a backfill row's wall time"
+    )
+    assert [bench.on_faults(run).seconds for run in unchanged] == [1_000.0, 5_000.0, 1_000.0]
+
+
+def test_the_cost_of_a_fresh_page_is_measured() -> None:
+    cost = incremental_bench().first_touch_seconds(pages=1_024, repeat=3)
+    assert 0 < cost < 1e-3  # a few microseconds at most on any machine; the figure itself is printed
 
 
 def incremental_bench() -> Any:
