@@ -6,13 +6,14 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+import dlt
 import pytest
 from dlt.extract.concurrency import FuturesPool
 from dlt.extract.extractors import ArrowExtractor
 
 from pipelines.accelerate import settings as accelerate_settings
 from pipelines.emulator import World
-from pipelines.invoices import EXTRACT_POLL_SECONDS
+from pipelines.invoices import EXTRACT_POLL_SECONDS, EXTRACT_POLL_SETTING
 
 from conftest import Harness
 
@@ -238,7 +239,7 @@ def test_an_extract_ends_with_a_short_poll_unless_the_user_set_one(
     harness: Harness, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """dlt naps one poll interval when the last resource is exhausted: the job's interval, not dlt's 10 ms
-    default, and the user's own if they set one."""
+    default, and the user's own if they set one before the pipeline is made."""
     naps: list[float] = []
     nap = FuturesPool.sleep
 
@@ -252,8 +253,12 @@ def test_an_extract_ends_with_a_short_poll_unless_the_user_set_one(
     assert naps and set(naps) == {EXTRACT_POLL_SECONDS}
 
     naps.clear()
-    monkeypatch.setenv("EXTRACT__FUTURES_POLL_INTERVAL", "0.02")
-    world.advance_day()
-    harness.run()
-    harness.assert_equals_world(world)
+    previous = dlt.config.get(EXTRACT_POLL_SETTING)
+    dlt.config[EXTRACT_POLL_SETTING] = 0.02  # as a config.toml or the user's code would
+    try:
+        users = Harness(harness.folder / "users", harness.server)
+        users.run()
+        users.assert_equals_world(world)
+    finally:
+        dlt.config[EXTRACT_POLL_SETTING] = previous
     assert naps and set(naps) == {0.02}
