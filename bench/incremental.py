@@ -257,19 +257,15 @@ def report_page_faults(backfill: Run, unchanged: list[Run], changed: list[Run], 
     the other way and are left in: the backfill, the process's first run, also faults in code and imports
     once, and the emulator's thread (here, not at a real API) faults as it sends, little for a prepared
     body."""
-    per_row = (
-        backfill.page_faults - statistics.median(run.page_faults for run in unchanged)
-    ) / backfill.rows_loaded
+    unchanged_faults = [on_faults(run) for run in unchanged]
+    per_row = backfill_cost_per_row(on_faults(backfill), unchanged_faults)
     if per_row <= 0:  # nothing to read a ratio against (a run with nothing to do faulted as much)
         print("fresh memory pages a row (minor page faults): not readable in this run")
         return
     ratio, low, high, _ = marginal_cost(
-        on_faults(backfill), [on_faults(run) for run in unchanged], [on_faults(run) for run in changed]
+        on_faults(backfill), unchanged_faults, [on_faults(run) for run in changed]
     )
-    seconds_per_row = (
-        backfill.seconds - statistics.median(run.seconds for run in unchanged)
-    ) / backfill.rows_loaded
-    worth = (ratio - 1) * per_row * touch / seconds_per_row
+    worth = (ratio - 1) * per_row * touch / backfill_cost_per_row(backfill, unchanged)
     print(
         f"fresh memory pages a row (minor page faults): a backfill row {per_row:.2f}, one more row loaded on "
         f"a changed day {ratio * per_row:.2f} ({ratio:.2f}x; 95%: {low:.2f} to {high:.2f}); a page written "
@@ -284,10 +280,16 @@ def marginal_cost(
     """One more row loaded on a changed day against a row of the backfill, less what a run with nothing
     changed costs (dlt's start, its state: any run pays it), the fairer comparison: the ratio, the bounds
     of its 95% interval, and the fitted line's intercept in seconds."""
-    per_row = (backfill.seconds - statistics.median(run.seconds for run in unchanged)) / backfill.rows_loaded
+    per_row = backfill_cost_per_row(backfill, unchanged)
     slope, intercept = fitted_line(changed)
     low, high = sorted(bound / per_row for bound in slope_interval(changed))
     return slope / per_row, low, high, intercept
+
+
+def backfill_cost_per_row(backfill: Run, unchanged: list[Run]) -> float:
+    """A backfill row's cost (in whatever `seconds` holds: wall, CPU time or faults), less the median run
+    with nothing changed: what any run pays (dlt's start, its state) is not a cost of rows."""
+    return (backfill.seconds - statistics.median(run.seconds for run in unchanged)) / backfill.rows_loaded
 
 
 def fitted_line(changed: list[Run]) -> tuple[float, float]:
