@@ -23,6 +23,10 @@ and leaves out, unparsed, every invoice the destination holds with the same fing
 what each run read, left out and loaded. Each change is read by three runs: its day's and the next two.
 The emulator runs in this process and encodes each run's body before the run starts, and its objects are
 frozen out of Python's cyclic collector (`gc.freeze`) before each run, so the timings are the pipeline's.
+
+Those runs are timed inside this process. A scheduled job is a command that also starts Python, imports
+dlt, pyarrow and DuckDB and exits: after the backfill, `--command-runs` times `python -m pipelines run`
+from start to exit, a backfill into a destination of its own and runs with nothing changed after it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import os
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +58,16 @@ SETTLING_DAYS = 2  # a run reads the cursor's day and the day before it: two day
 RESAMPLINGS = 1_000  # of the timed days, for the slope's interval
 PROPORTIONAL = 1.0  # issue 5: a changed day costs its share: one more row loaded, no more than in a backfill
 PROBE_PAGES = 16_384  # 64 MiB of fresh memory, written once, for what a page fault costs on this machine
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND = ("-m", "pipelines", "run", "--only", "accelerate")  # `invoice-pipelines run`, as users schedule it
+
+
+@dataclass
+class CommandRuns:
+    """The job as a command in a process of its own, wall seconds from its start to its exit."""
+
+    backfill: float
+    unchanged: list[float]
 
 
 @dataclass
@@ -91,7 +106,16 @@ def main() -> None:
         default="0.005,0.02,0.05,0.1",
         help="comma-separated shares of invoices changed a day, each timed in steady state, for the slope",
     )
+    parser.add_argument(
+        "--command-runs",
+        type=int,
+        default=3,
+        help="runs with nothing changed of the command in a process of its own, after its own backfill "
+        "(0: none)",
+    )
     args = parser.parse_args()
+    if args.command_runs < 0:
+        parser.error("--command-runs must be 0 or more")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     try:
@@ -159,6 +183,16 @@ def main() -> None:
             return timed_run(label, kind, share)
 
         runs = [timed_run("backfill", "backfill")]
+        commands = None
+        if args.command_runs:
+            # before any business day: the command's backfill reads what this one did
+            commands = command_runs(
+                server,
+                Path(folder) / "command",
+                args.command_runs,
+                backfill_since=next_since_date(None, config),
+                then_since=next_since_date(cursor, config),
+            )
         while world.advances < len(world_module.NEW_FIELDS_BY_ADVANCE):
             runs.append(changed_day(args.change_share))
         for round_ in range(1, args.repeat + 1):
@@ -173,6 +207,52 @@ def main() -> None:
                 runs.append(changed_day(share))
 
     report(args, runs)
+    if commands is not None:
+        report_commands(commands, runs)
+
+
+def command_runs(
+    server: EmulatorServer, folder: Path, repeat: int, backfill_since: str, then_since: str
+) -> CommandRuns:
+    """The runs above are timed inside this process, as the job's own; a scheduled job is a command, which
+    also starts Python, imports dlt, pyarrow and DuckDB, and exits. Timed here from start to exit: a
+    backfill into a destination and state of their own, then `repeat` runs with nothing changed."""
+    folder.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "DLT_DATA_DIR": str(folder / "dlt"),
+        "SOURCES__ACCELERATE__BASE_URL": server.accelerate_base_url,
+        "SOURCES__ACCELERATE__API_KEY": server.accelerate_api_key,
+    }
+
+    def timed(since: str) -> float:
+        server.warm(since)
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, *COMMAND], cwd=folder, env=env, capture_output=True, text=True
+        )
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            raise SystemExit(f"the command failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
+        return seconds
+
+    backfill = timed(backfill_since)
+    return CommandRuns(backfill, [timed(then_since) for _ in range(repeat)])
+
+
+def report_commands(commands: CommandRuns, runs: list[Run]) -> None:
+    unchanged = statistics.median(commands.unchanged)
+    ratio = unchanged / commands.backfill
+    verdict = "met" if ratio < NOTHING_CHANGED_GOAL else "NOT met"
+    in_process = statistics.median(run.seconds for run in runs if run.kind == "unchanged")
+    print(
+        f"as a command in a process of its own (`python {' '.join(COMMAND)}`, Python's start, imports and "
+        f"exit included; a destination of its own): backfill {commands.backfill:.2f} s, nothing changed "
+        f"{unchanged:.2f} s (median of {len(commands.unchanged)}), {ratio:.3f} of the backfill (goal < "
+        f"{NOTHING_CHANGED_GOAL}: {verdict}); the same runs inside this process: {runs[0].seconds:.2f} s and "
+        f"{in_process:.2f} s"
+    )
 
 
 def report(args: argparse.Namespace, runs: list[Run]) -> None:

@@ -1,5 +1,5 @@
 """`python -m pipelines`: the same command line as `invoice-pipelines`."""
 
-from pipelines.cli import main
+from pipelines.cli import command
 
-raise SystemExit(main())
+command()
