@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -73,7 +73,7 @@ class Scene:
         self.world.advance_day()
         self.server = EmulatorServer(self.world).start()
         self.harness = Harness(folder, self.server)
-        self.since = cursor(self.harness).astimezone(LONDON).date() - dt.timedelta(days=1)
+        self.since = next_window_start(self.harness)
 
     def served(self) -> list[dict[str, Any]]:
         """A copy of what the next run will be sent, to spoil."""
@@ -97,6 +97,11 @@ def resource_state(harness: Harness) -> dict[str, Any]:
 
 def cursor(harness: Harness) -> dt.datetime:
     return dt.datetime.fromisoformat(resource_state(harness)[accelerate_settings.STATE_CURSOR])
+
+
+def next_window_start(harness: Harness) -> dt.date:
+    """The day the next run asks for invoices since: the cursor's day less the lookback (one day)."""
+    return cursor(harness).astimezone(LONDON).date() - dt.timedelta(days=1)
 
 
 def snapshot(harness: Harness) -> dict[str, Any]:
@@ -155,10 +160,21 @@ def assert_refused(
     return message
 
 
-def assert_converges(scene: Scene) -> None:
+def assert_converges(scene: Scene, loaded_as_sent: Sequence[dict[str, Any]] = ()) -> None:
+    """Once the faults stop, the next run stores every invoice it reads as the world holds it, and the
+    cursor reaches the world's newest stamp. An invoice that a spoiled but readable body carried was loaded
+    as sent (`loaded_as_sent`: nothing tells a value changed in transit from a real change); if its stamp
+    is older than the next run's window, nothing reads it again, and it keeps what was sent."""
+    read_again = {
+        invoice["invoice_id"] for invoice in scene.world.invoices_since(next_window_start(scene.harness))
+    }
+    not_read_again = [invoice for invoice in loaded_as_sent if invoice["invoice_id"] not in read_again]
     scene.server.reset_faults()
     scene.harness.run()
-    scene.harness.assert_equals_world(scene.world)
+    if not_read_again:
+        assert_loaded_as_sent(scene.harness, not_read_again, scene.world.invoices)
+    else:
+        scene.harness.assert_equals_world(scene.world)
     assert cursor(scene.harness) == expected_value("last_update_date", scene.world.max_last_update_date)
 
 
@@ -490,6 +506,27 @@ def assert_loaded_as_sent(
                 assert same_value(row.get(name), value), (invoice["invoice_id"], position, name, value)
 
 
+def test_a_value_spoiled_where_no_later_run_reads_again_keeps_what_was_sent(scene: Scene) -> None:
+    """The window of the run after a business day starts at that day, less the lookback: an invoice stamped
+    before it, read in this run's window and spoiled readably, is loaded as sent and is never read again.
+    (Found by the property test below, which drew a value of such an invoice in one run out of six, and
+    expected it to converge too.)"""
+    served = scene.served()
+    latest_day = max(invoice["last_update_date"] for invoice in served)[:10]
+    next_start = dt.date.fromisoformat(latest_day) - dt.timedelta(days=1)
+    older = [
+        invoice for invoice in served if dt.date.fromisoformat(invoice["last_update_date"][:10]) < next_start
+    ]
+    assert older, "the world's day must leave an invoice of the window out of the next one"
+    spoiled = older[0]
+    spoiled["external_reference"] = f"{spoiled['external_reference']} (spoiled)"
+    assert refused_or_loaded(scene, items_body(served)) is None
+    assert_loaded_as_sent(scene.harness, served, scene.loaded)
+    assert_converges(scene, loaded_as_sent=served)
+    stored = {row["invoice_id"]: row for row in scene.harness.rows("invoice")}
+    assert stored[spoiled["invoice_id"]]["external_reference"] == spoiled["external_reference"]
+
+
 @settings(PROPERTY_SETTINGS, max_examples=5)
 @given(data=st.data())
 def test_a_value_with_one_byte_changed_loads_as_sent_or_is_refused(
@@ -511,6 +548,8 @@ def test_a_value_with_one_byte_changed_loads_as_sent_or_is_refused(
                 return
             if refused_or_loaded(scene, spoiled) is None:  # a readable but odd value may be refused
                 assert_loaded_as_sent(scene.harness, sent, scene.loaded)
-            assert_converges(scene)
+                assert_converges(scene, loaded_as_sent=sent)
+            else:
+                assert_converges(scene)
         finally:
             scene.close()
