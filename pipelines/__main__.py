@@ -1,5 +1,5 @@
 """`python -m pipelines`: the same command line as `invoice-pipelines`."""
 
-from pipelines.cli import command
+from pipelines.cli import console_main
 
-command()
+console_main()
