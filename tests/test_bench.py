@@ -179,16 +179,18 @@ def test_incremental_benchmark_times_each_run_against_the_backfill() -> None:
         re.M,
     )
     command = re.search(
-        r"^as a command in a process of its own \(`python -m pipelines run --only accelerate`, .*\): backfill "
-        r"(\d+\.\d\d) s, nothing changed (\d+\.\d\d) s \(median of 3\), (\d\.\d{3}) of the backfill \(goal < 0\.1: "
-        r"(NOT )?met\); the same runs inside this process: (\d+\.\d\d) s and (\d+\.\d\d) s$",
+        r"^as a command in a process of its own \(`python -m pipelines run --only accelerate`, .*\): backfill of "
+        r"([\d,]+) invoices (\d+\.\d\d) s, nothing changed (\d+\.\d\d) s \(median of 3\), (\d\.\d{3}) of the "
+        r"backfill \(goal < 0\.1: (NOT )?met\); inside this process, the backfill of 300 invoices took "
+        r"(\d+\.\d\d) s and a run with nothing changed (\d+\.\d\d) s$",
         output,
         re.M,
     )
     assert command, output
-    backfill, unchanged, ratio = (float(command[group]) for group in (1, 2, 3))
+    backfill, unchanged, ratio = (float(command[group]) for group in (2, 3, 4))
     assert abs(ratio - unchanged / backfill) < 0.01 and backfill > 0
-    assert float(command[5]) == float(rows[0]["wall s"])  # the in-process backfill, for comparison
+    assert int(command[1].replace(",", "")) > 300  # the world has grown by the days run before
+    assert float(command[6]) == float(rows[0]["wall s"])  # the in-process backfill, for comparison
 
 
 def test_the_slope_pairs_only_days_of_different_shares() -> None:
