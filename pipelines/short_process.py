@@ -17,19 +17,18 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pipelines.collector import paused_collection
+
 
 @contextmanager
 def imports_without_collection() -> Iterator[None]:
     """Imports with the collector off, then what they made frozen out of it and the collector on again.
     A collector the caller had switched off stays off."""
     was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_collection():
         yield
-    finally:
         if was_enabled:
             gc.freeze()
-            gc.enable()
 
 
 def collect_then_freeze() -> None:

@@ -26,7 +26,7 @@ from dlt.sources import DltResource
 from pipelines.accelerate import settings
 from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
-from pipelines.accelerate.convert import BatchConverter, paused_gc
+from pipelines.accelerate.convert import BatchConverter
 from pipelines.accelerate.memory import prefer_system_allocator, release_freed_memory
 from pipelines.accelerate.reader import (
     Batch,
@@ -43,6 +43,7 @@ from pipelines.accelerate.schema import invoice_columns, line_columns
 from pipelines.accelerate.stale_lines import StoredLinePositions
 from pipelines.accelerate.stored_versions import StoredVersions
 from pipelines.arrow_arrays import latest_instant, repeated_string
+from pipelines.collector import paused_collection
 from pipelines.delta_tables import writes_delta_tables
 from pipelines.duckdb_memory import cap_merge_memory
 
@@ -153,7 +154,10 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     progress = Progress(newest=_parse_cursor(state.get(settings.STATE_CURSOR)))
     asked_at = datetime.now(UTC)
     prefer_system_allocator()
-    with paused_gc():
+    # Parsing builds millions of small acyclic objects, each batch freed by reference counting; the cyclic
+    # collector would rescan them over and over (100k invoices parsed and converted in 10.8 s with it
+    # paused, 15.6 s without).
+    with paused_collection():
         try:
             with client.download_invoices_since(since) as body:
                 changed = _new_versions(body, converter, stored_versions, progress)

@@ -8,14 +8,12 @@ Accelerate's timestamps are naive local wall time: they are read in the configur
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import decimal
-import gc
 import itertools
 import json
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -287,20 +285,6 @@ def _transpose(rows: list[Mapping[str, Any]], names: list[str]) -> list[list[Any
         return [list(column) for column in zip(*map(operator.itemgetter(*names), rows), strict=True)]
     except KeyError:
         return [[row.get(name) for row in rows] for name in names]
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Parsing builds millions of small acyclic objects, each batch freed by reference counting; the cyclic
-    collector would rescan them all over and over (measured: 100k invoices parse and convert in 10.8 s with
-    it paused, 15.6 s without). It is switched back on, as it was, when the extract ends or fails."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def batched(items: Iterable[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
