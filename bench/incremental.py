@@ -25,8 +25,9 @@ The emulator runs in this process and encodes each run's body before the run sta
 frozen out of Python's cyclic collector (`gc.freeze`) before each run, so the timings are the pipeline's.
 
 Those runs are timed inside this process. A scheduled job is a command that also starts Python, imports
-dlt, pyarrow and DuckDB and exits: after the backfill, `--command-runs` times `python -m pipelines run`
-from start to exit, a backfill into a destination of its own and runs with nothing changed after it.
+dlt, pyarrow and DuckDB and exits: after all of them, `--command-runs` times `python -m pipelines run`
+from start to exit, on a world of its own: a backfill into a destination of its own and runs with nothing
+changed after it.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,7 +61,7 @@ SETTLING_DAYS = 2  # a run reads the cursor's day and the day before it: two day
 RESAMPLINGS = 1_000  # of the timed days, for the slope's interval
 PROPORTIONAL = 1.0  # issue 5: a changed day costs its share: one more row loaded, no more than in a backfill
 PROBE_PAGES = 16_384  # 64 MiB of fresh memory, written once, for what a page fault costs on this machine
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # also put on sys.path above, before the imports (E402)
 COMMAND = ("-m", "pipelines", "run", "--only", "accelerate")  # `invoice-pipelines run`, as users schedule it
 COMMAND_TIMEOUT_SECONDS = 1_800  # a backfill of 1,000,000 invoices takes ~1 minute
 DLT_SETTINGS = (
@@ -228,14 +230,14 @@ def time_the_command(args: argparse.Namespace) -> CommandRuns:
         world.advance_day()
     with EmulatorServer(world) as server, tempfile.TemporaryDirectory(prefix="bench-command-") as folder:
         config = resolve_settings(None, server.accelerate_base_url, None, None, None)
-        # the cursor's local day (the world's stamps are local) less the lookback, as the job asks
-        newest_day = date.fromisoformat(world.max_last_update_date[:10])
+        # the cursor a backfill leaves: the newest stamp, which the world keeps in local time
+        newest = datetime.fromisoformat(world.max_last_update_date).replace(tzinfo=ZoneInfo(config.timezone))
         return command_runs(
             server,
             Path(folder) / "command",
             args.command_runs,
             backfill_since=next_since_date(None, config),
-            then_since=newest_day - timedelta(days=config.lookback_days),
+            then_since=next_since_date(newest.isoformat(), config),
             invoices=len(world.invoices),
         )
 

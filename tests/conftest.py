@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,13 @@ def assert_rows_equal_world(
 @pytest.fixture
 def harness(tmp_path: Path, emulator: EmulatorServer) -> Harness:
     return Harness(tmp_path, emulator)
+
+
+def environment_without_dlt_settings() -> dict[str, str]:
+    """The suite's environment for a subprocess, less the dlt settings a shell may hold (a source,
+    destination or runtime set there would redirect the command under test)."""
+    settings = ("SOURCES__", "DESTINATION__", "RUNTIME__")
+    return {name: value for name, value in os.environ.items() if not name.startswith(settings)}
 
 
 def expected_tables(

@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.emulator import EmulatorServer, World
 
-from conftest import expected_tables
+from conftest import environment_without_dlt_settings, expected_tables
 
 SECRET_KEY = "acc-SECRET-4c1d2e3f-5a6b-7c8d"
 QVALIA_SECRET = "qv-SECRET-9a8b7c6d-5e4f"
@@ -21,9 +21,7 @@ QVALIA_SECRET = "qv-SECRET-9a8b7c6d-5e4f"
 def cli(
     args: list[str], folder: Path, env: dict[str, str] | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__", "RUNTIME__"))
-    }
+    clean = environment_without_dlt_settings()
     clean["DLT_DATA_DIR"] = str(folder / "dlt_data")
     return subprocess.run(
         [sys.executable, "-m", "pipelines", *args],

@@ -4,7 +4,6 @@ the suite."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import duckdb
 
 from pipelines.emulator import EmulatorServer, World
 
-from conftest import expected_tables
+from conftest import environment_without_dlt_settings, expected_tables
 
 # Runs the console script's entry point with a watch on Python's collector: every collection that starts
 # while dlt is being imported (once dlt is in `sys.modules`, before anything is frozen), and what the
@@ -32,17 +31,11 @@ console_main()
 """
 
 
-def clean_environment() -> dict[str, str]:
-    """The suite's environment without dlt settings a shell may hold (they would redirect the command)."""
-    settings = ("SOURCES__", "DESTINATION__", "RUNTIME__")
-    return {name: value for name, value in os.environ.items() if not name.startswith(settings)}
-
-
 def run_python(code: str, *args: str, folder: Path, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=folder,
-        env={**clean_environment(), "DLT_DATA_DIR": str(folder / "dlt_data"), **(env or {})},
+        env={**environment_without_dlt_settings(), "DLT_DATA_DIR": str(folder / "dlt_data"), **(env or {})},
         capture_output=True,
         text=True,
         timeout=240,
