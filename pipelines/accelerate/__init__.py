@@ -27,6 +27,7 @@ from pipelines.accelerate import settings
 from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
 from pipelines.accelerate.convert import BatchConverter
+from pipelines.accelerate.first_load import appends, without_tombstones
 from pipelines.accelerate.memory import prefer_system_allocator, release_freed_memory
 from pipelines.accelerate.reader import (
     Batch,
@@ -99,6 +100,34 @@ def _sql_hints(deduplicated: bool) -> tuple[Any, Any]:
 
 # Keyed by whether the staged rows hold each key once (no invoice repeated so far in the run).
 SQL_HINTS = {deduplicated: _sql_hints(deduplicated) for deduplicated in (True, False)}
+
+
+def _append_hints() -> tuple[Any, Any]:
+    """A backfill into empty tables (first_load.py): the same tables, appended. Without the hints only a
+    merge reads (`dedup_sort`, `hard_delete`), of which dlt would warn on every item; the next run, a
+    merge, gives them back."""
+    invoice_hints, line_hints = (
+        dlt.mark.make_hints(
+            table_name=name,
+            write_disposition="append",
+            primary_key=key,
+            merge_key=merge_key,
+            columns={
+                column: {hint: value for hint, value in spec.items() if hint not in _MERGE_ONLY_HINTS}
+                for column, spec in columns.items()
+            },
+            additional_table_hints={STAGE_DATA_DEDUPLICATED: True},
+        )
+        for name, key, merge_key, columns in (
+            ("invoice", "invoice_id", None, invoice_columns()),
+            ("invoice_line", ["invoice_id", "line_position"], "invoice_id", line_columns()),
+        )
+    )
+    return invoice_hints, line_hints
+
+
+_MERGE_ONLY_HINTS = ("dedup_sort", "hard_delete")
+APPEND_HINTS = _append_hints()
 # Delta tables (the filesystem destination) merge by primary key only (upsert): no merge key; removed
 # lines are deleted by per-line tombstones instead (see stale_lines.py).
 DELTA_HINTS = (
@@ -147,7 +176,11 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     repeated = RepeatedIds()
     quiet_dedup_sort_warning()
     cap_merge_memory(pipeline.destination, capped=True)
-    load_id = dlt.current.load_package_state()["load_id"]
+    package = dlt.current.load_package_state()  # the package: its load id, and its state under "state"
+    load_id = package["load_id"]
+    appending = stored_lines is None and appends(pipeline, dlt.current.source_schema(), package["state"])
+    if appending:
+        logger.info("accelerate: the destination holds no invoices yet: this load appends them")
     stored_versions = StoredVersions.read(
         pipeline, dlt.current.source_schema(), _first_instant(since, config)
     )
@@ -165,7 +198,11 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
                 for invoices, lines in items:
                     if stored_lines is None:
                         _note_repeats(repeated, invoices, pipeline)
-                        invoice_hints, line_hints = SQL_HINTS[not repeated.seen_repeat]
+                        if appending and not repeated.seen_repeat:
+                            lines = without_tombstones(lines)
+                            invoice_hints, line_hints = APPEND_HINTS
+                        else:  # the last hints of a table decide for the whole load: a repeat merges all
+                            invoice_hints, line_hints = SQL_HINTS[not repeated.seen_repeat]
                     else:
                         lines = stored_lines.with_tombstones(lines)
                         invoice_hints, line_hints = DELTA_HINTS

@@ -1,0 +1,122 @@
+"""A backfill into tables that hold nothing appends its rows; anything else merges (first_load.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.accelerate.first_load import without_tombstones
+from pipelines.accelerate.schema import LINE_TOMBSTONE
+from pipelines.emulator import EmulatorServer, World
+from pipelines.invoices import duckdb_destination, make_pipeline, run_job
+
+from conftest import Harness
+
+TABLES = {"invoice", "invoice_line"}
+
+
+def merged_tables(harness: Harness) -> set[str]:
+    """The tables the last load merged (a `sql` job is dlt's merge), of those it loaded rows into."""
+    info = harness.pipeline.last_trace.last_load_info
+    jobs = [job.job_file_info for package in info.load_packages for job in package.jobs["completed_jobs"]]
+    loaded = {job.table_name for job in jobs if job.file_format == "parquet"}
+    assert loaded >= TABLES, "the load must have loaded both tables"
+    return {job.table_name for job in jobs if job.file_format == "sql"} & TABLES
+
+
+def staged_tables(harness: Harness) -> set[str]:
+    return {
+        name
+        for (name,) in harness.query(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'billing_staging'"
+        )
+    }
+
+
+def test_a_backfill_into_an_empty_destination_appends_and_the_next_run_merges(
+    harness: Harness, world: World
+) -> None:
+    harness.run()
+    assert merged_tables(harness) == set()
+    assert not staged_tables(harness) & TABLES, "nothing went through dlt's staging dataset"
+    harness.assert_equals_world(world)
+
+    world.advance_day()
+    harness.run()
+    assert merged_tables(harness) == TABLES
+    harness.assert_equals_world(world)
+    # the hints only a merge reads are back for every later run
+    tables = harness.pipeline.default_schema.tables
+    assert tables["invoice"]["write_disposition"] == "merge"
+    assert tables["invoice"]["columns"]["last_update_date"]["dedup_sort"] == "desc"
+    assert tables["invoice_line"]["columns"][LINE_TOMBSTONE]["hard_delete"] is True
+
+
+def test_a_new_pipeline_into_a_dataset_that_holds_invoices_merges_with_them(
+    tmp_path: Path, emulator: EmulatorServer, world: World
+) -> None:
+    first = Harness(tmp_path, emulator, name="shared")
+    first.run()
+    world.advance_day()
+    # another pipeline (no state, no schema of its own) loading into the same DuckDB file and dataset
+    second = _another_pipeline_on(first, tmp_path / "elsewhere", emulator)
+    second.run()
+    assert merged_tables(second) == TABLES
+    first.assert_equals_world(world)
+    assert first.query("SELECT count(*) - count(DISTINCT invoice_id) FROM billing.invoice") == [(0,)]
+
+
+def test_a_new_pipeline_into_a_dataset_whose_tables_are_empty_appends(
+    tmp_path: Path, emulator: EmulatorServer, world: World
+) -> None:
+    first = Harness(tmp_path, emulator, name="shared")
+    first.run()
+    with duckdb.connect(str(first.database)) as connection:
+        connection.execute("DELETE FROM billing.invoice_line; DELETE FROM billing.invoice")
+    second = _another_pipeline_on(first, tmp_path / "elsewhere", emulator)
+    second.run()
+    assert merged_tables(second) == set()
+    first.assert_equals_world(world)
+
+
+def test_a_full_refresh_appends_into_the_tables_it_dropped_and_stores_no_tombstone(
+    harness: Harness, world: World
+) -> None:
+    harness.run()
+    changes = world.advance_day()
+    assert changes.lines_all_removed, "the day must leave an invoice with no lines"
+    run_job(harness.pipeline, accelerate=harness.source(), only="accelerate", full_refresh=True)
+    assert merged_tables(harness) == set()
+    harness.assert_equals_world(world)
+    assert harness.query(f"SELECT count(*) FROM billing.invoice_line WHERE {LINE_TOMBSTONE}") == [(0,)]
+    ids = ", ".join(str(invoice_id) for invoice_id in changes.lines_all_removed)
+    assert harness.query(f"SELECT count(*) FROM billing.invoice_line WHERE invoice_id IN ({ids})") == [(0,)]
+
+
+def test_without_tombstones_keeps_every_line_and_drops_only_tombstones() -> None:
+    lines = pa.table(
+        {
+            "invoice_id": pa.array([1, 1, 2, 3], pa.int64()),
+            "line_position": pa.array([1, 2, 0, 1], pa.int64()),
+            LINE_TOMBSTONE: pa.array([None, None, True, False], pa.bool_()),
+        }
+    )
+    kept = without_tombstones(lines)
+    assert kept.column("invoice_id").to_pylist() == [1, 1, 3]
+    no_tombstones = lines.slice(0, 2)
+    assert without_tombstones(no_tombstones) is no_tombstones
+    plain = pa.table({"invoice_id": pa.array([1], pa.int64())})
+    assert without_tombstones(plain) is plain
+
+
+def _another_pipeline_on(first: Harness, folder: Path, emulator: EmulatorServer) -> Harness:
+    """A pipeline of another name and working folder, on `first`'s DuckDB file and dataset."""
+    folder.mkdir()
+    other = Harness(folder, emulator, name="other")
+    other.database = first.database
+    other.pipeline = make_pipeline(
+        "other", destination=duckdb_destination(str(first.database)), pipelines_dir=str(folder / "dlt")
+    )
+    return other
