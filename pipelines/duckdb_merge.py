@@ -30,6 +30,8 @@ from dlt.destinations.impl.duckdb.duck import DuckDbClient
 from dlt.destinations.impl.duckdb.factory import duckdb
 from dlt.destinations.sql_jobs import SqlMergeFollowupJob
 
+from pipelines.duckdb_rerun import rerun_safe
+
 _DLT_DUCKDB_TYPE = DestinationReference.normalize_type("dlt.destinations.duckdb")
 
 
@@ -48,10 +50,18 @@ class InvoiceDuckDbClient(DuckDbClient):
     def _create_merge_followup_jobs(self, table_chain: Sequence[Any]) -> list[Any]:
         return [MergeKeyMergeJob.from_table_chain(table_chain, self.sql_client)]
 
+    def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False) -> Any:
+        """dlt's job, made safe to run twice where dlt's merge would not collapse the repeat
+        (duckdb_rerun.py)."""
+        job = super().create_load_job(table, file_path, load_id, restore)
+        return rerun_safe(job, table, file_path, load_id, restore)
+
 
 class InvoiceDuckDb(duckdb):
-    """`dlt.destinations.duckdb` with the merge above, and capabilities that skip a configuration nothing
-    reads."""
+    """`dlt.destinations.duckdb` with the merge above, copy jobs that stay exact when run twice
+    (duckdb_rerun.py), and capabilities that skip a configuration nothing reads."""
+
+    appends_by_key = True  # accelerate/first_load.py: its appended tables replace the keys they load
 
     @property
     def destination_type(self) -> str:

@@ -221,3 +221,40 @@ def test_killed_while_loading_qvalia_statuses_then_rerun_records_each_change_onc
             "AND h.fingerprint = s.fingerprint)",
         )
         assert unrecorded == [(0,)], "a status stored without its history row"
+
+
+@pytest.mark.parametrize("table", ["invoice", "invoice_line"])
+@pytest.mark.parametrize("run", ["backfill", "later"])
+def test_killed_after_a_copy_committed_then_rerun_loads_its_rows_once(
+    tmp_path: Path, run: str, table: str
+) -> None:
+    """dlt runs a job again when the run died after the job committed and before dlt recorded it. The
+    backfill's appended tables and the staged rows of a merge (declared unique) must not keep them twice
+    (pipelines/duckdb_rerun.py)."""
+    world = World(seed=9, invoices=150)
+    with EmulatorServer(world) as server:
+        env = job_env(tmp_path, server)
+        if run == "later":
+            run_cli(tmp_path, env, "--only", "accelerate")
+            world.advance_day()
+        paused_at = kill_at("job-committed", tmp_path, env, "--table", table, "--file-format", "parquet")
+        assert paused_at.startswith(f"job-committed {table}.")
+        run_cli(tmp_path, env, "--only", "accelerate")
+        assert_database_equals_world(tmp_path / "invoices.duckdb", world)
+
+
+def test_a_backfill_finished_after_another_pipeline_filled_the_dataset_replaces_its_rows(
+    tmp_path: Path,
+) -> None:
+    """A backfill decides to append when it finds the tables empty, and its package may be loaded only
+    later: here after another pipeline (its own state folder, the same DuckDB file) loaded everything."""
+    world = World(seed=9, invoices=150)
+    with EmulatorServer(world) as server:
+        env = job_env(tmp_path, server)
+        kill_at_start_of("load", tmp_path, env)
+        run_cli(tmp_path, {**env, "DLT_DATA_DIR": str(tmp_path / "another_pipeline")}, "--only", "accelerate")
+        world.advance_day()
+        run_cli(tmp_path, env, "--only", "accelerate")  # finishes the appending package, then merges the day
+        database = tmp_path / "invoices.duckdb"
+        assert_database_equals_world(database, world)
+        assert query(database, "SELECT count(*) - count(DISTINCT invoice_id) FROM billing.invoice") == [(0,)]

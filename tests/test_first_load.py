@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
-from pipelines.accelerate.first_load import without_tombstones
 from pipelines.accelerate.schema import LINE_TOMBSTONE
 from pipelines.emulator import EmulatorServer, World
 from pipelines.invoices import duckdb_destination, make_pipeline, run_job
@@ -93,22 +91,6 @@ def test_a_full_refresh_appends_into_the_tables_it_dropped_and_stores_no_tombsto
     assert harness.query(f"SELECT count(*) FROM billing.invoice_line WHERE {LINE_TOMBSTONE}") == [(0,)]
     ids = ", ".join(str(invoice_id) for invoice_id in changes.lines_all_removed)
     assert harness.query(f"SELECT count(*) FROM billing.invoice_line WHERE invoice_id IN ({ids})") == [(0,)]
-
-
-def test_without_tombstones_keeps_every_line_and_drops_only_tombstones() -> None:
-    lines = pa.table(
-        {
-            "invoice_id": pa.array([1, 1, 2, 3], pa.int64()),
-            "line_position": pa.array([1, 2, 0, 1], pa.int64()),
-            LINE_TOMBSTONE: pa.array([None, None, True, False], pa.bool_()),
-        }
-    )
-    kept = without_tombstones(lines)
-    assert kept.column("invoice_id").to_pylist() == [1, 1, 3]
-    no_tombstones = lines.slice(0, 2)
-    assert without_tombstones(no_tombstones) is no_tombstones
-    plain = pa.table({"invoice_id": pa.array([1], pa.int64())})
-    assert without_tombstones(plain) is plain
 
 
 def _another_pipeline_on(first: Harness, folder: Path, emulator: EmulatorServer) -> Harness:

@@ -27,7 +27,7 @@ from pipelines.accelerate import settings
 from pipelines.accelerate.client import AccelerateClient
 from pipelines.accelerate.config import AccelerateSettings, resolve_settings
 from pipelines.accelerate.convert import BatchConverter
-from pipelines.accelerate.first_load import appends, without_tombstones
+from pipelines.accelerate.first_load import appends
 from pipelines.accelerate.memory import prefer_system_allocator, release_freed_memory
 from pipelines.accelerate.reader import (
     Batch,
@@ -104,8 +104,8 @@ SQL_HINTS = {deduplicated: _sql_hints(deduplicated) for deduplicated in (True, F
 
 def _append_hints() -> tuple[Any, Any]:
     """A backfill into empty tables (first_load.py): the same tables, appended. Without the hints only a
-    merge reads (`dedup_sort`, `hard_delete`), of which dlt would warn on every item; the next run, a
-    merge, gives them back."""
+    merge reads (`dedup_sort`, `hard_delete`), which dlt would warn of at every such load; the next run
+    that loads rows, a merge, gives them back."""
     invoice_hints, line_hints = (
         dlt.mark.make_hints(
             table_name=name,
@@ -198,8 +198,7 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
                 for invoices, lines in items:
                     if stored_lines is None:
                         _note_repeats(repeated, invoices, pipeline)
-                        if appending and not repeated.seen_repeat:
-                            lines = without_tombstones(lines)
+                        if appending and not repeated.seen_repeat:  # tombstones: see duckdb_rerun.py
                             invoice_hints, line_hints = APPEND_HINTS
                         else:  # the last hints of a table decide for the whole load: a repeat merges all
                             invoice_hints, line_hints = SQL_HINTS[not repeated.seen_repeat]
