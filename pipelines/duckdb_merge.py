@@ -61,7 +61,9 @@ class InvoiceDuckDb(duckdb):
     """`dlt.destinations.duckdb` with the merge above, copy jobs that stay exact when run twice
     (duckdb_rerun.py), and capabilities that skip a configuration nothing reads."""
 
-    appends_by_key = True  # accelerate/first_load.py: its appended tables replace the keys they load
+    # its copy jobs stay exact when dlt runs them twice: the Accelerate tables may skip the merge's
+    # de-duplication and a backfill may append (accelerate/repeated_ids.py, accelerate/first_load.py)
+    copies_rerun_exactly = True
 
     @property
     def destination_type(self) -> str:

@@ -149,3 +149,26 @@ def test_the_postgres_destination_named_on_the_command_line_merges_in_transactio
     in autocommit and a failure between the two would leave invoices without lines."""
     pipeline = make_pipeline("invoices_pg_caps", destination="postgres", pipelines_dir=tempfile.mkdtemp())
     assert pipeline.destination.capabilities().supports_transactions is True
+
+
+@pytest.mark.parametrize("table", ["invoice", "invoice_line"])
+def test_a_postgres_copy_run_twice_after_a_kill_loads_its_rows_once(
+    postgres_url: str, tmp_path: Path, table: str
+) -> None:
+    """dlt runs a load job again when the run died after the job committed and before dlt recorded it.
+    On PostgreSQL the staged rows are not declared unique (only DuckDB's copy jobs take a first copy out:
+    pipelines/duckdb_rerun.py), so dlt's merge de-duplicates the second copy away."""
+    from test_crash import job_env, kill_at, run_cli
+
+    from pipelines.emulator import EmulatorServer
+
+    world = World(seed=9, invoices=150)
+    with EmulatorServer(world) as server:
+        env = {**job_env(tmp_path, server), "DESTINATION__POSTGRES__CREDENTIALS": postgres_url}
+        cli = ("--only", "accelerate", "--destination", "postgres")
+        run_cli(tmp_path, env, *cli)
+        world.advance_day()
+        where = ("--table", table, "--file-format", "csv", "--", "run", *cli)
+        assert kill_at("job-committed", tmp_path, env, *where).startswith(f"job-committed {table}.")
+        run_cli(tmp_path, env, *cli)
+    assert_rows_equal_world(_rows(postgres_url, "invoice"), _rows(postgres_url, "invoice_line"), world)

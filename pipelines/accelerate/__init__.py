@@ -39,7 +39,12 @@ from pipelines.accelerate.reader import (
     to_tables,
     without_items,
 )
-from pipelines.accelerate.repeated_ids import STAGE_DATA_DEDUPLICATED, RepeatedIds, quiet_dedup_sort_warning
+from pipelines.accelerate.repeated_ids import (
+    STAGE_DATA_DEDUPLICATED,
+    RepeatedIds,
+    may_skip_deduplication,
+    quiet_dedup_sort_warning,
+)
 from pipelines.accelerate.schema import invoice_columns, line_columns
 from pipelines.accelerate.stale_lines import StoredLinePositions
 from pipelines.accelerate.stored_versions import StoredVersions
@@ -179,6 +184,7 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     package = dlt.current.load_package_state()  # the package: its load id, and its state under "state"
     load_id = package["load_id"]
     appending = stored_lines is None and appends(pipeline, dlt.current.source_schema(), package["state"])
+    unique_when_staged = may_skip_deduplication(pipeline.destination)
     if appending:
         logger.info("accelerate: the destination holds no invoices yet: this load appends them")
     stored_versions = StoredVersions.read(
@@ -201,7 +207,9 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
                         if appending and not repeated.seen_repeat:  # tombstones: see duckdb_rerun.py
                             invoice_hints, line_hints = APPEND_HINTS
                         else:  # the last hints of a table decide for the whole load: a repeat merges all
-                            invoice_hints, line_hints = SQL_HINTS[not repeated.seen_repeat]
+                            invoice_hints, line_hints = SQL_HINTS[
+                                unique_when_staged and not repeated.seen_repeat
+                            ]
                     else:
                         lines = stored_lines.with_tombstones(lines)
                         invoice_hints, line_hints = DELTA_HINTS

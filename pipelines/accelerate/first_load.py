@@ -3,7 +3,7 @@
 A merge copies every row into dlt's staging dataset, deletes the stored versions it replaces and inserts
 the rows again: on a backfill there is nothing to replace, so half of the load's work is for nothing
 (bench/backfill.py at 100,000 invoices: the load step 1.85 -> 0.92 s). Appending is used where the job's
-own DuckDB copy job does it (`appends_by_key` on the destination: duckdb_rerun.py), which deletes the
+own DuckDB copy job does it (`copies_rerun_exactly` on the destination: duckdb_rerun.py), which deletes the
 stored rows of the keys it loads first and leaves line tombstones out: so a job dlt runs twice after a
 kill, or a package finished after another pipeline loaded the same dataset, still ends as a merge would.
 It is chosen when the destination holds neither table, or holds them empty, or the load drops them
@@ -25,13 +25,12 @@ import dlt
 from dlt.common.schema import Schema
 from dlt.common.schema.utils import has_table_seen_data
 
+from pipelines.accelerate.repeated_ids import may_skip_deduplication
 from pipelines.destination_query import query_rows
 
 logger = logging.getLogger(__name__)
 
 TABLES = ("invoice", "invoice_line")
-# Set on a destination whose copy jobs for appended tables replace the stored rows of their keys.
-APPENDS_BY_KEY = "appends_by_key"
 _ANY_ROW = "SELECT 1 FROM {table} LIMIT 1"
 
 
@@ -39,7 +38,7 @@ def appends(pipeline: dlt.Pipeline, extracting: Schema, package_state: Mapping[s
     """Whether this load may append: both tables are dropped by the load itself (a full refresh), or the
     destination holds no row in either. Any doubt (a table dlt has loaded before, a query that fails)
     answers no: a merge is always exact, only slower."""
-    if not getattr(pipeline.destination, APPENDS_BY_KEY, False):
+    if not may_skip_deduplication(pipeline.destination):  # the copy jobs that append exactly are DuckDB's
         return False
     if set(TABLES) <= _tables_dropped_by_the_load(package_state):
         return True
