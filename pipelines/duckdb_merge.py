@@ -61,7 +61,7 @@ class InvoiceDuckDb(duckdb):
     """`dlt.destinations.duckdb` with the merge above, copy jobs that stay exact when run twice
     (duckdb_rerun.py), and capabilities that skip a configuration nothing reads."""
 
-    # its copy jobs stay exact when dlt runs them twice: the Accelerate tables may skip the merge's
+    # its parquet copy jobs stay exact when dlt runs them twice: the Accelerate tables may skip the merge's
     # de-duplication and a backfill may append (accelerate/repeated_ids.py, accelerate/first_load.py)
     copies_rerun_exactly = True
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.accelerate.schema import LINE_TOMBSTONE
 from pipelines.emulator import EmulatorServer, World
@@ -91,6 +94,49 @@ def test_a_full_refresh_appends_into_the_tables_it_dropped_and_stores_no_tombsto
     assert harness.query(f"SELECT count(*) FROM billing.invoice_line WHERE {LINE_TOMBSTONE}") == [(0,)]
     ids = ", ".join(str(invoice_id) for invoice_id in changes.lines_all_removed)
     assert harness.query(f"SELECT count(*) FROM billing.invoice_line WHERE invoice_id IN ({ids})") == [(0,)]
+
+
+def test_an_appended_copy_replaces_other_loads_and_keeps_this_loads_other_files(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """The copy job of an appended table (pipelines/duckdb_rerun.py), run by hand as dlt's loader runs it:
+    an invoice's lines in two files of one load (a file dlt started anew mid-invoice) keep both files'
+    lines, replace the lines an earlier load stored, and a file run twice leaves one copy."""
+    harness.run()
+    table = dict(harness.pipeline.default_schema.tables["invoice_line"])
+    assert table["write_disposition"] == "append"
+    [(invoice_id, stored_lines)] = harness.query(
+        "SELECT invoice_id, count(*) FROM billing.invoice_line GROUP BY 1 HAVING count(*) >= 2 LIMIT 1"
+    )
+    load_id = "1999999999.5"
+
+    def lines_file(name: str, positions: list[int]) -> str:
+        path = tmp_path / f"invoice_line.{name}.0.parquet"
+        rows = len(positions)
+        pq.write_table(
+            pa.table(
+                {
+                    "invoice_id": pa.array([invoice_id] * rows, pa.int64()),
+                    "line_position": pa.array(positions, pa.int64()),
+                    LINE_TOMBSTONE: pa.array([None] * rows, pa.bool_()),
+                    "_dlt_load_id": pa.array([load_id] * rows, pa.string()),
+                }
+            ),
+            path,
+        )
+        return str(path)
+
+    first, second = lines_file("firstfile", [1, 2]), lines_file("secondfile", [7])
+    with harness.pipeline.destination_client() as client:
+        for path, restore in [(first, False), (second, False), (second, True)]:
+            job = client.create_load_job(table, path, load_id, restore)
+            job.set_run_vars(load_id=load_id, schema=harness.pipeline.default_schema, load_table=table)
+            job.run_managed(client, threading.BoundedSemaphore(1))
+            assert job.state() == "completed", job.exception()
+    sql = f"SELECT line_position, _dlt_load_id FROM billing.invoice_line WHERE invoice_id = {invoice_id}"
+    with harness.pipeline.sql_client() as sql_client, sql_client.execute_query(sql + " ORDER BY 1") as cursor:
+        assert cursor.fetchall() == [(1, load_id), (2, load_id), (7, load_id)]
+    assert stored_lines >= 2
 
 
 def _another_pipeline_on(first: Harness, folder: Path, emulator: EmulatorServer) -> Harness:

@@ -19,15 +19,15 @@ from pipelines.arrow_arrays import to_numpy
 
 # dlt's table hint: the staged rows hold each primary key once; the merge inserts them as they are.
 STAGE_DATA_DEDUPLICATED = "x-stage-data-deduplicated"
-# Set on a destination whose copy jobs stay exact when dlt runs them twice (pipelines/duckdb_rerun.py).
+# Set on a destination whose parquet copy jobs stay exact when dlt runs them twice (pipelines/duckdb_rerun.py).
 COPIES_RERUN_EXACTLY = "copies_rerun_exactly"
 
 
 def may_skip_deduplication(destination: object) -> bool:
     """Whether the staged rows may be declared unique on this destination. Unique as sent is not enough:
     dlt runs a load job again when a run died after the job committed and before dlt recorded it, and the
-    copy goes in twice. Only DuckDB's copy jobs here take the first copy out first; elsewhere dlt's merge
-    de-duplicates, and collapses the repeat."""
+    copy goes in twice. Only DuckDB's copy jobs of parquet files here take the first copy out first;
+    elsewhere dlt's merge de-duplicates, and collapses the repeat."""
     return getattr(destination, COPIES_RERUN_EXACTLY, False) is True
 
 
