@@ -3,11 +3,11 @@ after another writer.
 
 dlt records a load job as done after the job has committed (a marker, then the file moved). A run killed
 between the commit and the marker finds the job still started, and the next run executes it again
-(`restore=True`): its rows go in a second time. For most tables dlt's merge then de-duplicates the staging rows by primary key, but the
-Accelerate tables skip that (their staged rows are declared unique: repeated_ids.py), and a backfill into
-empty tables appends without a merge (accelerate/first_load.py). Both kept the rows twice: measured, a
-kill after the line copy committed left 19 duplicate lines after the rerun, and after a backfill's invoice
-append 290 invoice rows for 150 invoices.
+(`restore=True`): its rows go in a second time. For most tables dlt's merge then de-duplicates the staged
+rows by primary key, but on DuckDB the Accelerate tables skip that (their staged rows are declared unique:
+repeated_ids.py), and a backfill into empty tables appends without a merge (accelerate/first_load.py).
+Both kept the rows twice: measured, a kill after the line copy committed left 19 duplicate lines after
+the rerun, and after a backfill's invoice append 290 invoice rows for 150 invoices.
 
 - A staging copy that dlt runs again first deletes the rows of this load (`_dlt_load_id`) whose primary
   key is in its file, in the same transaction as the insert: exactly what its first run may have
