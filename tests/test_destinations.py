@@ -164,7 +164,14 @@ def test_a_postgres_copy_run_twice_after_a_kill_loads_its_rows_once(
 
     world = World(seed=9, invoices=150)
     with EmulatorServer(world) as server:
-        env = {**job_env(tmp_path, server), "DESTINATION__POSTGRES__CREDENTIALS": postgres_url}
+        # one load worker: the kill lands only in the paused job. With dlt's parallel workers it can also
+        # land in another job between its commit and dlt's marker: the state row then goes in again and
+        # PostgreSQL refuses it (dlt's unique `_dlt_id`; seen once in CI), which is dlt's, not this test's
+        env = {
+            **job_env(tmp_path, server),
+            "DESTINATION__POSTGRES__CREDENTIALS": postgres_url,
+            "LOAD__WORKERS": "1",
+        }
         cli = ("--only", "accelerate", "--destination", "postgres")
         run_cli(tmp_path, env, *cli)
         world.advance_day()
