@@ -72,18 +72,11 @@ class _KeyedCopyJob(DuckDbCopyJob):
         super().__init__(file_path)
         self._run_load_id = load_id
 
-    def _delete_sent(self, keys: list[str], this_load_keys: list[str] | None) -> None:
-        """Delete stored rows matching a sent row on `keys`: of this load only if `this_load_keys` is None;
-        else of every other load, and this load's rows that match on `this_load_keys`. Two statements,
-        each a plain equi-join: one with `OR` in its condition took 10x as long (0.21 against 0.07 s for
-        600,000 stored rows)."""
-        if this_load_keys is None:
-            self._delete_matching(keys, "=")
-        else:
-            self._delete_matching(keys, "IS DISTINCT FROM")
-            self._delete_matching(this_load_keys, "=")
-
     def _delete_matching(self, keys: list[str], load_id_is: str) -> None:
+        """Delete the stored rows whose `_dlt_load_id` `load_id_is` (`=` or `IS DISTINCT FROM`) this
+        load's and that match a sent row on `keys`. Each delete is a plain equi-join: one statement with
+        `OR` in its condition, for both of ReplacingAppendJob's, took 10x as long (0.21 against 0.07 s for
+        600,000 stored rows)."""
         sql_client = self._job_client.sql_client
         table = sql_client.make_qualified_table_name(self.load_table_name)
         load_id = f"stored.{sql_client.escape_column_name(C_DLT_LOAD_ID)}"
@@ -106,7 +99,7 @@ class RerunCopyJob(_KeyedCopyJob):
 
     def run(self) -> None:
         with self._job_client.sql_client.begin_transaction():
-            self._delete_sent(self._primary_key, None)
+            self._delete_matching(self._primary_key, "=")
             super().run()
 
 
@@ -126,7 +119,8 @@ class ReplacingAppendJob(_KeyedCopyJob):
             f" WHERE {sql_client.escape_column_name(self._tombstone)} IS NOT TRUE" if self._tombstone else ""
         )
         with sql_client.begin_transaction():
-            self._delete_sent(self._keys, self._primary_key)
+            self._delete_matching(self._keys, "IS DISTINCT FROM")  # other loads' rows, by the merge key
+            self._delete_matching(self._primary_key, "=")  # this load's, only what the file holds again
             sql_client.native_connection.execute(
                 f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?, union_by_name=true){kept}",
                 [self._file_path],

@@ -79,60 +79,47 @@ def take_last_read(pipeline: dlt.Pipeline) -> RunRead | None:
     return _LAST_READ.pop(pipeline.working_dir, None)
 
 
-def _sql_hints(deduplicated: bool) -> tuple[Any, Any]:
+def _sql_hints(deduplicated: bool, write_disposition: str = "merge") -> tuple[Any, Any]:
     """Invoice and line hints for SQL destinations; `deduplicated` tells dlt's merge whether it may insert
-    the staged rows as they are (see repeated_ids.py)."""
+    the staged rows as they are (see repeated_ids.py). Appended (a backfill into empty tables:
+    first_load.py), the columns go without the hints only a merge reads (`dedup_sort`, `hard_delete`),
+    which dlt would warn of at every such load; the next run that loads rows, a merge, gives them back."""
     table_hints = {STAGE_DATA_DEDUPLICATED: deduplicated}
     invoice_hints = dlt.mark.make_hints(
         table_name="invoice",
-        write_disposition="merge",
+        write_disposition=write_disposition,
         primary_key="invoice_id",
-        columns=invoice_columns(),
+        columns=_for(write_disposition, invoice_columns()),
         additional_table_hints=table_hints,
     )
     # Lines merge on `invoice_id` (delete-insert): an updated invoice's old lines are all replaced by its
     # current ones, and a tombstone row deletes the lines of an invoice that has none left.
     line_hints = dlt.mark.make_hints(
         table_name="invoice_line",
-        write_disposition="merge",
+        write_disposition=write_disposition,
         primary_key=["invoice_id", "line_position"],
         merge_key="invoice_id",
-        columns=line_columns(),
+        columns=_for(write_disposition, line_columns()),
         additional_table_hints=table_hints,
     )
     return invoice_hints, line_hints
 
 
+_MERGE_ONLY_HINTS = ("dedup_sort", "hard_delete")
+
+
+def _for(write_disposition: str, columns: dict[str, Any]) -> dict[str, Any]:
+    if write_disposition == "merge":
+        return columns
+    return {
+        name: {hint: value for hint, value in column.items() if hint not in _MERGE_ONLY_HINTS}
+        for name, column in columns.items()
+    }
+
+
 # Keyed by whether the staged rows hold each key once (no invoice repeated so far in the run).
 SQL_HINTS = {deduplicated: _sql_hints(deduplicated) for deduplicated in (True, False)}
-
-
-def _append_hints() -> tuple[Any, Any]:
-    """A backfill into empty tables (first_load.py): the same tables, appended. Without the hints only a
-    merge reads (`dedup_sort`, `hard_delete`), which dlt would warn of at every such load; the next run
-    that loads rows, a merge, gives them back."""
-    invoice_hints, line_hints = (
-        dlt.mark.make_hints(
-            table_name=name,
-            write_disposition="append",
-            primary_key=key,
-            merge_key=merge_key,
-            columns={
-                column: {hint: value for hint, value in spec.items() if hint not in _MERGE_ONLY_HINTS}
-                for column, spec in columns.items()
-            },
-            additional_table_hints={STAGE_DATA_DEDUPLICATED: True},
-        )
-        for name, key, merge_key, columns in (
-            ("invoice", "invoice_id", None, invoice_columns()),
-            ("invoice_line", ["invoice_id", "line_position"], "invoice_id", line_columns()),
-        )
-    )
-    return invoice_hints, line_hints
-
-
-_MERGE_ONLY_HINTS = ("dedup_sort", "hard_delete")
-APPEND_HINTS = _append_hints()
+APPEND_HINTS = _sql_hints(deduplicated=True, write_disposition="append")
 # Delta tables (the filesystem destination) merge by primary key only (upsert): no merge key; removed
 # lines are deleted by per-line tombstones instead (see stale_lines.py).
 DELTA_HINTS = (
