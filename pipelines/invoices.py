@@ -59,6 +59,14 @@ EXTRACT_POLL_SECONDS = 0.001
 # PostgreSQL is left the same way by dlt, and gets the same setting.
 DUCKDB_CAPABILITIES = {"supports_transactions": True}
 POSTGRES_CAPABILITIES = {"supports_transactions": True}
+# dlt appends `_dlt_pipeline_state`, and with its default `create_indexes` gives every `_dlt_id` a UNIQUE
+# index on PostgreSQL. A run killed after the state insert committed and before dlt recorded the job runs
+# that insert again: PostgreSQL refused the same row twice, a terminal error that left the package pending
+# for every later run (seen in CI). Without the index the rerun writes the state row a second time, the same
+# version, which dlt's state restore reads as one. Every other table here merges from staging and
+# de-duplicates there, so no index keeps anything out. The user's setting wins.
+POSTGRES_INDEX_SETTING = "destination.postgres.create_indexes"
+POSTGRES_INDEXES_DEFAULT = False
 
 
 @dataclass
@@ -132,11 +140,16 @@ def make_pipeline(
     if named_duckdb:
         destination = InvoiceDuckDb(**DUCKDB_CAPABILITIES)
     elif destination == "postgres":
-        destination = dlt.destinations.postgres(**POSTGRES_CAPABILITIES)
+        destination = dlt.destinations.postgres(**POSTGRES_CAPABILITIES, create_indexes=_postgres_indexes())
     pipeline = _pipeline(pipeline_name, destination, dataset_name, pipelines_dir)
     if named_duckdb and (path := plain_duckdb_file(pipeline)) is not None:
         pipeline = _pipeline(pipeline_name, duckdb_destination(path), dataset_name, pipelines_dir)
     return pipeline
+
+
+def _postgres_indexes() -> bool:
+    chosen = dlt.config.get(POSTGRES_INDEX_SETTING, bool)
+    return POSTGRES_INDEXES_DEFAULT if chosen is None else chosen
 
 
 def _pipeline(
