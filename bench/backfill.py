@@ -416,9 +416,9 @@ def run_connector(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_connector_postgres(args: argparse.Namespace) -> dict[str, Any]:
-    import dlt
+    from pipelines.invoices import postgres_destination
 
-    return connector_into(args, dlt.destinations.postgres(args.postgres_url))
+    return connector_into(args, postgres_destination(args.postgres_url))
 
 
 def run_connector_filesystem(args: argparse.Namespace) -> dict[str, Any]:

@@ -140,16 +140,22 @@ def make_pipeline(
     if named_duckdb:
         destination = InvoiceDuckDb(**DUCKDB_CAPABILITIES)
     elif destination == "postgres":
-        destination = dlt.destinations.postgres(**POSTGRES_CAPABILITIES, create_indexes=_postgres_indexes())
+        destination = postgres_destination()
     pipeline = _pipeline(pipeline_name, destination, dataset_name, pipelines_dir)
     if named_duckdb and (path := plain_duckdb_file(pipeline)) is not None:
         pipeline = _pipeline(pipeline_name, duckdb_destination(path), dataset_name, pipelines_dir)
     return pipeline
 
 
-def _postgres_indexes() -> bool:
+def postgres_destination(credentials: Any = None) -> Any:
+    """dlt's PostgreSQL as the job uses it: merges in transactions, no unique index on `_dlt_id` unless the
+    user sets one, parquet copied through ADBC where its driver is installed (postgres_arrow.py). Imported
+    here: dlt's PostgreSQL client needs psycopg2, which only the `postgres` extra installs."""
+    from pipelines.postgres_arrow import InvoicePostgres
+
     chosen = dlt.config.get(POSTGRES_INDEX_SETTING, bool)
-    return POSTGRES_INDEXES_DEFAULT if chosen is None else chosen
+    indexes = POSTGRES_INDEXES_DEFAULT if chosen is None else chosen
+    return InvoicePostgres(credentials, create_indexes=indexes, **POSTGRES_CAPABILITIES)
 
 
 def _pipeline(

@@ -14,7 +14,7 @@ import dlt
 import pytest
 
 from pipelines.emulator import World
-from pipelines.invoices import POSTGRES_CAPABILITIES, make_pipeline, run_job
+from pipelines.invoices import make_pipeline, postgres_destination, run_job
 
 from conftest import DLT_COLUMNS, Harness, assert_rows_equal_world, assert_same_statuses
 
@@ -90,13 +90,35 @@ def _types(url: str, table: str) -> dict[str, str]:
         connection.close()
 
 
+# How the rows reach PostgreSQL: parquet through the ADBC driver's COPY (the `postgres` extra installs the
+# driver), or CSV, dlt's way without it (dlt's `disable_adbc_detection`, as where the driver is missing).
+LOADING_PATHS = {"parquet": {}, "csv": {"DISABLE_ADBC_DETECTION": "true"}}
+
+
+def loaded_file_formats(pipeline: dlt.Pipeline) -> dict[str, set[str]]:
+    """The file formats the rows came in, by table: every completed job of the pipeline's packages but the
+    merges (`sql`)."""
+    formats: dict[str, set[str]] = {}
+    for load_id in pipeline.list_completed_load_packages():
+        for job in pipeline.get_load_package_info(load_id).jobs["completed_jobs"]:
+            if job.job_file_info.file_format != "sql":
+                formats.setdefault(job.job_file_info.table_name, set()).add(job.job_file_info.file_format)
+    return formats
+
+
+@pytest.mark.parametrize("file_format", LOADING_PATHS)
 def test_postgres_holds_the_same_tables_as_duckdb_after_business_days(
-    postgres_url: str, harness: Harness, world: World, tmp_path: Path
+    postgres_url: str,
+    harness: Harness,
+    world: World,
+    tmp_path: Path,
+    file_format: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name, value in LOADING_PATHS[file_format].items():
+        monkeypatch.setenv(name, value)
     postgres = make_pipeline(
-        "invoices_pg",
-        destination=dlt.destinations.postgres(postgres_url, **POSTGRES_CAPABILITIES),
-        pipelines_dir=str(tmp_path / "pg"),
+        "invoices_pg", destination=postgres_destination(postgres_url), pipelines_dir=str(tmp_path / "pg")
     )
     for day in range(3):
         changed = set(world.advance_day().invoices_changed) if day else None
@@ -113,6 +135,8 @@ def test_postgres_holds_the_same_tables_as_duckdb_after_business_days(
     assert types["last_update_date"] == types["creation_date"] == "timestamp with time zone"
     assert types["tax_date"] == "date" and types["invoice_id"] == "bigint"
     assert _types(postgres_url, "invoice_status")["paid_at"] == "timestamp with time zone"
+    formats = loaded_file_formats(postgres)
+    assert formats["invoice"] == formats["invoice_line"] == {file_format}
 
 
 def test_cli_run_into_postgres_configured_the_dlt_way(
@@ -152,9 +176,10 @@ def test_the_postgres_destination_named_on_the_command_line_merges_in_transactio
     assert pipeline.destination.capabilities().supports_transactions is True
 
 
+@pytest.mark.parametrize("file_format", LOADING_PATHS)
 @pytest.mark.parametrize("table", ["invoice", "invoice_line"])
 def test_a_postgres_copy_run_twice_after_a_kill_loads_its_rows_once(
-    postgres_url: str, tmp_path: Path, table: str
+    postgres_url: str, tmp_path: Path, table: str, file_format: str
 ) -> None:
     """dlt runs a load job again when the run died after the job committed and before dlt recorded it.
     On PostgreSQL the staged rows are not declared unique (only DuckDB's copy jobs take a first copy out:
@@ -167,11 +192,15 @@ def test_a_postgres_copy_run_twice_after_a_kill_loads_its_rows_once(
     with EmulatorServer(world) as server:
         # dlt's parallel load workers: the kill may also land in another job between its commit and
         # dlt's marker, the state row's among them (the test below)
-        env = {**job_env(tmp_path, server), "DESTINATION__POSTGRES__CREDENTIALS": postgres_url}
+        env = {
+            **job_env(tmp_path, server),
+            "DESTINATION__POSTGRES__CREDENTIALS": postgres_url,
+            **LOADING_PATHS[file_format],
+        }
         cli = ("--only", "accelerate", "--destination", "postgres")
         run_cli(tmp_path, env, *cli)
         world.advance_day()
-        where = ("--table", table, "--file-format", "csv", "--", "run", *cli)
+        where = ("--table", table, "--file-format", file_format, "--", "run", *cli)
         assert kill_at("job-committed", tmp_path, env, *where).startswith(f"job-committed {table}.")
         run_cli(tmp_path, env, *cli)
     assert_rows_equal_world(_rows(postgres_url, "invoice"), _rows(postgres_url, "invoice_line"), world)
