@@ -1,14 +1,20 @@
-"""DuckDB's memory cap for the job's own DuckDB file, and the one load that runs without it.
+"""DuckDB's memory cap for the job's own DuckDB file: on for a backfill that appends, off for a merge.
 
-DuckDB's default is 80% of RAM. Capped, it spills to disk instead, so a scheduled job stays small. The
-merge streams when the staged rows hold each key once (see accelerate/repeated_ids.py), and 64MB costs
-little: bench/backfill.py at 100k invoices, load 2.4 s at 160MB against 2.9 s at 64MB, whose peak stays
-under 300 MB at 1M invoices (160MB: 316 MB). threads=1 and preserve_insertion_order=false changed nothing
-measurable. A load that must de-duplicate (an invoice came twice in the answer) sorts whole rows in a
-window, which at 1M invoices runs out of memory at 64MB, so that load runs with DuckDB's default, as do
-packages an interrupted run left (which may be such a load). The cap applies only to credentials made
-here (for the default file or a path the user configured), never to DuckDB credentials the user configured
-with settings of their own.
+DuckDB's default is 80% of RAM. Capped, it spills to disk instead. A backfill into empty tables appends
+its rows (accelerate/first_load.py) and streams, and 64MB keeps its peak under 300 MB at 1M invoices
+(bench/backfill.py; at 160MB it was 316 MB). threads=1 and preserve_insertion_order=false changed nothing
+measurable.
+
+A merge runs with DuckDB's default. Capped at 64MB, the first run after a backfill of 1,000,000 invoices
+(45,000 invoices and 215,000 lines staged, a new column) failed its line merge with "Out of Memory",
+and dlt's retries of it then failed with "Conflict on tuple deletion" on the same connection: a scheduled
+run that failed until the next one lifted the cap to finish the package (stop 22, `bench/incremental.py
+--invoices 1000000`). Uncapped it took 0.9 s, and so did every later 1% day. A merge's memory follows what
+it loads, not the tables: what stays small is the scheduled job's days, not a number set for it. A load
+that must de-duplicate (an invoice came twice in the answer) sorts whole rows in a window and runs
+uncapped too, as do packages an interrupted run left. The cap applies only to credentials made here (for
+the default file or a path the user configured), never to DuckDB credentials the user configured with
+settings of their own.
 """
 
 from __future__ import annotations
@@ -37,10 +43,10 @@ def own_credentials(destination: Any) -> DuckDbCredentials | None:
     return credentials if getattr(credentials, _CAP_MARK, None) is not None else None
 
 
-def cap_merge_memory(destination: Any, capped: bool) -> None:
-    """Put the cap on (`capped`), or lift it for a load that de-duplicates. Applied (`SET GLOBAL`) when dlt
-    next borrows a DuckDB connection for a step, which it does for the load. Credentials the user
-    configured are left alone."""
+def cap_load_memory(destination: Any, capped: bool) -> None:
+    """Put the cap on (`capped`: a load that appends), or lift it for one that merges. Applied (`SET
+    GLOBAL`) when dlt next borrows a DuckDB connection for a step, which it does for the load. Credentials
+    the user configured are left alone."""
     credentials = own_credentials(destination)
     if credentials is not None:
         credentials.global_config["memory_limit"] = getattr(credentials, _CAP_MARK) if capped else UNCAPPED

@@ -30,7 +30,7 @@ from pipelines.accelerate import settings as accelerate_settings
 from pipelines.accelerate.repeated_ids import quiet_dedup_sort_warning
 from pipelines.delta_tables import TABLE_FORMAT as DELTA_FORMAT
 from pipelines.delta_tables import writes_delta_tables
-from pipelines.duckdb_memory import cap_merge_memory, capped_credentials
+from pipelines.duckdb_memory import cap_load_memory, capped_credentials
 from pipelines.duckdb_merge import InvoiceDuckDb
 from pipelines.duckdb_session import one_connection
 from pipelines.errors import ConcurrentRunError, ConfigurationError, DestinationBusyError, PipelineError
@@ -300,12 +300,12 @@ def run_source(pipeline: dlt.Pipeline, source: Any, refresh: str | None = None) 
                 "finishing the load packages of an interrupted run of %s first", pipeline.pipeline_name
             )
             # one of them may be a load that de-duplicates, which needs more than the cap
-            cap_merge_memory(pipeline.destination, capped=False)
+            cap_load_memory(pipeline.destination, capped=False)
             try:
                 pipeline.normalize()
                 pipeline.load()
             finally:
-                cap_merge_memory(pipeline.destination, capped=True)
+                cap_load_memory(pipeline.destination, capped=True)
         # dlt's filesystem destination merges only Delta (or Iceberg) tables; plain parquet files would
         # take every invoice version again on each run and keep removed lines.
         table_format = None
@@ -315,7 +315,7 @@ def run_source(pipeline: dlt.Pipeline, source: Any, refresh: str | None = None) 
         try:
             pipeline.run(source, refresh=refresh, table_format=table_format)
         finally:
-            cap_merge_memory(pipeline.destination, capped=True)  # the Accelerate resource may lift it
+            cap_load_memory(pipeline.destination, capped=True)  # the Accelerate resource may lift it
 
 
 def require_deltalake() -> None:

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from pipelines.duckdb_memory import cap_merge_memory, own_credentials
+from pipelines.duckdb_memory import cap_load_memory, own_credentials
 from pipelines.duckdb_session import one_connection
 from pipelines.errors import DestinationBusyError
 from pipelines.invoices import duckdb_destination, make_pipeline, run_source
@@ -112,9 +112,9 @@ def test_each_step_gets_the_memory_cap_of_the_moment(tmp_path: Path) -> None:
     pipeline = _pipeline(tmp_path, duckdb_destination(str(tmp_path / "own.duckdb")))
     with one_connection(pipeline):
         capped = _memory_limit(pipeline)
-        cap_merge_memory(pipeline.destination, capped=False)
+        cap_load_memory(pipeline.destination, capped=False)
         lifted = _memory_limit(pipeline)
-        cap_merge_memory(pipeline.destination, capped=True)
+        cap_load_memory(pipeline.destination, capped=True)
         capped_again = _memory_limit(pipeline)
     assert capped == capped_again != lifted
     assert "MiB" in capped and float(capped.split()[0]) < 64  # DuckDB prints 64MB as 61.0 MiB

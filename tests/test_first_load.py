@@ -148,3 +148,25 @@ def _another_pipeline_on(first: Harness, folder: Path, emulator: EmulatorServer)
         "other", destination=duckdb_destination(str(first.database)), pipelines_dir=str(folder / "dlt")
     )
     return other
+
+
+def test_a_backfill_loads_under_the_memory_cap_and_a_later_merge_without_it(
+    harness: Harness, world: World
+) -> None:
+    """The cap keeps an appending backfill's memory flat; a merge under it ran out of memory at 1,000,000
+    invoices (duckdb_memory.py). Each run's extract sets the cap for its load: DuckDB is asked, as dlt
+    asks it for the load, what limit it applies."""
+    limits = []
+    for day in range(2):
+        if day:
+            world.advance_day()
+        harness.pipeline.extract(harness.source())
+        with harness.pipeline.sql_client() as client:
+            limits.append(str(client.execute_sql("SELECT current_setting('memory_limit')")[0][0]))
+        harness.pipeline.normalize()
+        harness.pipeline.load()
+    assert merged_tables(harness) == TABLES, "the second load merged"
+    harness.assert_equals_world(world)
+    backfill, merge = limits
+    assert "MiB" in backfill and float(backfill.split()[0]) < 64  # DuckDB prints 64MB as 61.0 MiB
+    assert "GiB" in merge  # DuckDB's default, 80% of this machine's memory

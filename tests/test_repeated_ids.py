@@ -17,7 +17,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from pipelines.accelerate import settings
 from pipelines.accelerate.repeated_ids import STAGE_DATA_DEDUPLICATED, RepeatedIds
-from pipelines.duckdb_memory import MEMORY_LIMIT, UNCAPPED, cap_merge_memory, capped_credentials
+from pipelines.duckdb_memory import MEMORY_LIMIT, UNCAPPED, cap_load_memory, capped_credentials
 from pipelines.emulator import World
 from pipelines.emulator.server import items_body
 
@@ -112,14 +112,14 @@ def test_an_invoice_repeated_in_a_later_item_keeps_its_newest_version(
 
 def test_the_memory_cap_is_lifted_only_on_credentials_made_by_the_job(tmp_path: Path) -> None:
     ours = dlt.destinations.duckdb(capped_credentials(str(tmp_path / "ours.duckdb")))
-    cap_merge_memory(ours, capped=False)
+    cap_load_memory(ours, capped=False)
     assert ours.config_params["credentials"].global_config["memory_limit"] == UNCAPPED
-    cap_merge_memory(ours, capped=True)
+    cap_load_memory(ours, capped=True)
     assert ours.config_params["credentials"].global_config["memory_limit"] == MEMORY_LIMIT
 
     users = DuckDbCredentials(str(tmp_path / "users.duckdb"))
     users.global_config = {"memory_limit": "2GB"}
     theirs = dlt.destinations.duckdb(users)
-    cap_merge_memory(theirs, capped=False)
-    cap_merge_memory(theirs, capped=True)
+    cap_load_memory(theirs, capped=False)
+    cap_load_memory(theirs, capped=True)
     assert users.global_config == {"memory_limit": "2GB"}

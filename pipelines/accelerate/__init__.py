@@ -51,7 +51,7 @@ from pipelines.accelerate.stored_versions import StoredVersions
 from pipelines.arrow_arrays import latest_instant, repeated_string
 from pipelines.collector import paused_collection
 from pipelines.delta_tables import writes_delta_tables
-from pipelines.duckdb_memory import cap_merge_memory
+from pipelines.duckdb_memory import cap_load_memory
 
 __all__ = ["RunRead", "accelerate_source", "invoice", "next_since_date", "take_last_read"]
 
@@ -167,10 +167,10 @@ def invoice(client: AccelerateClient, config: AccelerateSettings) -> Iterator[An
     )
     repeated = RepeatedIds()
     quiet_dedup_sort_warning()
-    cap_merge_memory(pipeline.destination, capped=True)
     package = dlt.current.load_package_state()  # the package: its load id, and its state under "state"
     load_id = package["load_id"]
     appending = stored_lines is None and appends(pipeline, dlt.current.source_schema(), package["state"])
+    cap_load_memory(pipeline.destination, capped=appending)  # a merge runs without it: duckdb_memory.py
     unique_when_staged = may_skip_deduplication(pipeline.destination)
     if appending:
         logger.info("accelerate: the destination holds no invoices yet: this load appends them")
@@ -326,7 +326,7 @@ def _note_repeats(repeated: RepeatedIds, invoices: pa.Table, pipeline: dlt.Pipel
             "accelerate: an invoice came twice in this answer; the merge de-duplicates (newest "
             "last_update_date wins), without the DuckDB memory cap"
         )
-        cap_merge_memory(pipeline.destination, capped=False)
+        cap_load_memory(pipeline.destination, capped=False)
 
 
 def with_load_id(table: pa.Table, load_id: str) -> pa.Table:
