@@ -140,20 +140,28 @@ def make_pipeline(
     if named_duckdb:
         destination = InvoiceDuckDb(**DUCKDB_CAPABILITIES)
     elif destination == "postgres":
-        destination = postgres_destination()
+        destination = postgres_destination(pipeline_name=pipeline_name)
     pipeline = _pipeline(pipeline_name, destination, dataset_name, pipelines_dir)
     if named_duckdb and (path := plain_duckdb_file(pipeline)) is not None:
         pipeline = _pipeline(pipeline_name, duckdb_destination(path), dataset_name, pipelines_dir)
     return pipeline
 
 
-def postgres_destination(credentials: Any = None) -> Any:
+def postgres_destination(credentials: Any = None, pipeline_name: str = PIPELINE_NAME) -> Any:
     """dlt's PostgreSQL as the job uses it: merges in transactions, no unique index on `_dlt_id` unless the
-    user sets one, parquet copied through ADBC where its driver is installed (postgres_arrow.py). Imported
-    here: dlt's PostgreSQL client needs psycopg2, which only the `postgres` extra installs."""
-    from pipelines.postgres_arrow import InvoicePostgres
-
-    chosen = dlt.config.get(POSTGRES_INDEX_SETTING, bool)
+    user sets one (globally or for the pipeline), parquet copied through ADBC where its driver is installed
+    (postgres_arrow.py). Imported here: dlt's PostgreSQL client needs psycopg2, which only the `postgres`
+    extra installs."""
+    try:
+        from pipelines.postgres_arrow import InvoicePostgres
+    except ImportError as missing:
+        raise ConfigurationError(
+            f"the postgres destination needs {missing.name or 'psycopg2'}: "
+            "pip install 'invoice-pipelines[postgres]'"
+        ) from None
+    chosen = dlt.config.get(f"{pipeline_name}.{POSTGRES_INDEX_SETTING}", bool)
+    if chosen is None:
+        chosen = dlt.config.get(POSTGRES_INDEX_SETTING, bool)
     indexes = POSTGRES_INDEXES_DEFAULT if chosen is None else chosen
     return InvoicePostgres(credentials, create_indexes=indexes, **POSTGRES_CAPABILITIES)
 
@@ -299,23 +307,23 @@ def run_source(pipeline: dlt.Pipeline, source: Any, refresh: str | None = None) 
             logger.warning(
                 "finishing the load packages of an interrupted run of %s first", pipeline.pipeline_name
             )
-            # one of them may be a load that de-duplicates, which needs more than the cap
+            # without the cap, as every load but an appending backfill (duckdb_memory.py)
             cap_load_memory(pipeline.destination, capped=False)
-            try:
-                pipeline.normalize()
-                pipeline.load()
-            finally:
-                cap_load_memory(pipeline.destination, capped=True)
+            pipeline.normalize()
+            pipeline.load()
         # dlt's filesystem destination merges only Delta (or Iceberg) tables; plain parquet files would
         # take every invoice version again on each run and keep removed lines.
         table_format = None
         if writes_delta_tables(pipeline):
             require_deltalake()
             table_format = DELTA_FORMAT
+        # the Accelerate resource caps a load that appends; every other load (Qvalia's merges, an
+        # Accelerate merge, create-from-order) runs with DuckDB's default
+        cap_load_memory(pipeline.destination, capped=False)
         try:
             pipeline.run(source, refresh=refresh, table_format=table_format)
         finally:
-            cap_load_memory(pipeline.destination, capped=True)  # the Accelerate resource may lift it
+            cap_load_memory(pipeline.destination, capped=False)
 
 
 def require_deltalake() -> None:

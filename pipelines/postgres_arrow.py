@@ -8,7 +8,10 @@ Python layer gathers into one table (`pyarrow.Table.from_batches`): the whole fi
 635 MB at 300,000 invoices. Copied one row group at a time (dlt's own `_ingest_per_rowgroup`, in the
 job's one transaction), memory stays flat.
 
-Without the driver, or with dlt's `disable_adbc_detection` set, everything is dlt's: CSV, as before.
+Every table goes that way once the driver is found, Qvalia's and dlt's own `_dlt_pipeline_state` too (dlt
+writes their rows into parquet; before, SQL inserts), each job on an ADBC connection of its own. Without
+the driver, or with dlt's `disable_adbc_detection` set, everything is dlt's: CSV for the arrow tables and
+SQL inserts for the rest, as before.
 The factory keeps dlt's PostgreSQL type and name, so configuration sections (`destination.postgres`),
 the pipeline's state and every check of "is this PostgreSQL" see dlt's `postgres`.
 """

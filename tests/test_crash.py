@@ -127,10 +127,12 @@ def test_create_from_order_after_an_interrupted_run_still_records_the_order(tmp_
         assert_database_equals_world(tmp_path / "invoices.duckdb", world)
 
 
-def run_cli(folder: Path, env: dict[str, str], *arguments: str) -> None:
+def run_cli(folder: Path, env: dict[str, str], *arguments: str) -> str:
+    """`invoice-pipelines run` with these arguments, which must succeed; what it printed."""
     command = [sys.executable, "-m", "pipelines", "run", *arguments]
     result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def holds_exactly(

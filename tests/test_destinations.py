@@ -3,7 +3,10 @@ values, after several business days of merges and removed lines."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,20 +236,44 @@ def test_a_postgres_state_row_written_twice_after_a_kill_does_not_stop_the_rerun
         # a machine with no local state restores it from the destination, which now holds the row twice
         shutil.rmtree(tmp_path / "dlt_data")
         world.advance_day()
-        run_cli(tmp_path, env, *cli)
+        printed = run_cli(tmp_path, env, *cli)
     assert_rows_equal_world(_rows(postgres_url, "invoice"), _rows(postgres_url, "invoice_line"), world)
+    since = re.search(r"asked for invoices since (\S+);", printed)
+    assert since and since[1] >= "2024-10-01", f"the cursor was not restored: {printed}"  # start: 2000
 
 
 def test_the_users_postgres_index_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a setting the job asks dlt for no unique indexes (pipelines/invoices.py says why); a user who
-    sets `create_indexes` gets what they set."""
+    """Without a setting the job's PostgreSQL client creates no unique indexes (pipelines/invoices.py says
+    why); a user who sets `create_indexes`, for every pipeline or for this one, gets what they set."""
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", "postgresql://loader:pw@localhost/invoices")
     folder = tempfile.mkdtemp()
-    assert (
-        make_pipeline(
-            "pg_idx_default", destination="postgres", pipelines_dir=folder
-        ).destination.config_params["create_indexes"]
-        is False
-    )
+
+    def indexes(pipeline_name: str) -> bool:
+        pipeline = make_pipeline(pipeline_name, destination="postgres", pipelines_dir=folder)
+        return pipeline.destination_client().config.create_indexes
+
+    assert indexes("pg_idx_default") is False
+    monkeypatch.setenv("PG_IDX_SCOPED__DESTINATION__POSTGRES__CREATE_INDEXES", "true")
+    assert indexes("pg_idx_scoped") is True
+    assert indexes("pg_idx_other") is False
     monkeypatch.setenv("DESTINATION__POSTGRES__CREATE_INDEXES", "true")
-    chosen = make_pipeline("pg_idx_chosen", destination="postgres", pipelines_dir=folder).destination
-    assert chosen.config_params.get("create_indexes", True) is True
+    assert indexes("pg_idx_global") is True
+
+
+def test_postgres_without_its_driver_is_one_line_naming_the_extra(tmp_path: Path) -> None:
+    """A user who installed without the `postgres` extra has no psycopg2."""
+    from conftest import environment_without_dlt_settings
+
+    blocked = "import sys; sys.modules['psycopg2'] = None; from pipelines.cli import main; "
+    result = subprocess.run(
+        [sys.executable, "-c", blocked + "sys.exit(main(['run', '--destination', 'postgres']))"],
+        cwd=tmp_path,
+        env=environment_without_dlt_settings(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: the postgres destination needs psycopg2: pip install 'invoice-pipelines[postgres]'"
+    )

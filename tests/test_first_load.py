@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.accelerate.schema import LINE_TOMBSTONE
+from pipelines.duckdb_memory import UNCAPPED
 from pipelines.emulator import EmulatorServer, World
 from pipelines.invoices import duckdb_destination, make_pipeline, run_job
 
@@ -168,5 +169,18 @@ def test_a_backfill_loads_under_the_memory_cap_and_a_later_merge_without_it(
     assert merged_tables(harness) == TABLES, "the second load merged"
     harness.assert_equals_world(world)
     backfill, merge = limits
-    assert "MiB" in backfill and float(backfill.split()[0]) < 64  # DuckDB prints 64MB as 61.0 MiB
-    assert "GiB" in merge  # DuckDB's default, 80% of this machine's memory
+    assert _is_the_cap(backfill) and not _is_the_cap(merge)
+
+
+def test_loads_after_the_accelerate_backfill_run_without_the_cap(harness: Harness) -> None:
+    """Qvalia's merges (and create-from-order's) come after Accelerate's load in the same run."""
+    harness.run()
+    credentials = harness.pipeline.destination.config_params["credentials"]
+    assert credentials.global_config["memory_limit"] == UNCAPPED
+    with harness.pipeline.sql_client() as client:
+        assert not _is_the_cap(str(client.execute_sql("SELECT current_setting('memory_limit')")[0][0]))
+
+
+def _is_the_cap(limit: str) -> bool:
+    number, unit = limit.split()
+    return unit == "MiB" and float(number) < 64  # DuckDB prints 64MB as 61.0 MiB
