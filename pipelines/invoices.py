@@ -140,18 +140,19 @@ def make_pipeline(
     if named_duckdb:
         destination = InvoiceDuckDb(**DUCKDB_CAPABILITIES)
     elif destination == "postgres":
-        destination = postgres_destination(pipeline_name=pipeline_name)
+        destination = postgres_destination()
     pipeline = _pipeline(pipeline_name, destination, dataset_name, pipelines_dir)
     if named_duckdb and (path := plain_duckdb_file(pipeline)) is not None:
         pipeline = _pipeline(pipeline_name, duckdb_destination(path), dataset_name, pipelines_dir)
     return pipeline
 
 
-def postgres_destination(credentials: Any = None, pipeline_name: str = PIPELINE_NAME) -> Any:
+def postgres_destination(credentials: Any = None) -> Any:
     """dlt's PostgreSQL as the job uses it: merges in transactions, no unique index on `_dlt_id` unless the
-    user sets one (globally or for the pipeline), parquet copied through ADBC where its driver is installed
-    (postgres_arrow.py). Imported here: dlt's PostgreSQL client needs psycopg2, which only the `postgres`
-    extra installs."""
+    user sets one (the default goes into dlt's configuration as the other defaults in `make_pipeline` do,
+    so dlt's own resolution lets a global or a pipeline's setting win), parquet copied through ADBC where
+    its driver is installed (postgres_arrow.py). Imported here: dlt's PostgreSQL client needs psycopg2,
+    which only the `postgres` extra installs."""
     try:
         from pipelines.postgres_arrow import InvoicePostgres
     except ImportError as missing:
@@ -159,11 +160,9 @@ def postgres_destination(credentials: Any = None, pipeline_name: str = PIPELINE_
             f"the postgres destination needs {missing.name or 'psycopg2'}: "
             "pip install 'invoice-pipelines[postgres]'"
         ) from None
-    chosen = dlt.config.get(f"{pipeline_name}.{POSTGRES_INDEX_SETTING}", bool)
-    if chosen is None:
-        chosen = dlt.config.get(POSTGRES_INDEX_SETTING, bool)
-    indexes = POSTGRES_INDEXES_DEFAULT if chosen is None else chosen
-    return InvoicePostgres(credentials, create_indexes=indexes, **POSTGRES_CAPABILITIES)
+    if dlt.config.get(POSTGRES_INDEX_SETTING) is None:
+        dlt.config[POSTGRES_INDEX_SETTING] = POSTGRES_INDEXES_DEFAULT
+    return InvoicePostgres(credentials, **POSTGRES_CAPABILITIES)
 
 
 def _pipeline(
@@ -302,13 +301,14 @@ def run_source(pipeline: dlt.Pipeline, source: Any, refresh: str | None = None) 
     be lost. So pending packages are normalized and loaded first, then the source runs. On the job's own
     DuckDB file, all of it goes through one connection (see duckdb_session.py)."""
     quiet_dedup_sort_warning()
+    # every load runs without DuckDB's cap but one the Accelerate resource caps: a backfill that appends
+    # (duckdb_memory.py); pending packages, Qvalia's merges and create-from-order included
+    cap_load_memory(pipeline.destination, capped=False)
     with friendly_errors(), one_connection(pipeline):
         if pipeline.has_pending_data:
             logger.warning(
                 "finishing the load packages of an interrupted run of %s first", pipeline.pipeline_name
             )
-            # without the cap, as every load but an appending backfill (duckdb_memory.py)
-            cap_load_memory(pipeline.destination, capped=False)
             pipeline.normalize()
             pipeline.load()
         # dlt's filesystem destination merges only Delta (or Iceberg) tables; plain parquet files would
@@ -317,9 +317,6 @@ def run_source(pipeline: dlt.Pipeline, source: Any, refresh: str | None = None) 
         if writes_delta_tables(pipeline):
             require_deltalake()
             table_format = DELTA_FORMAT
-        # the Accelerate resource caps a load that appends; every other load (Qvalia's merges, an
-        # Accelerate merge, create-from-order) runs with DuckDB's default
-        cap_load_memory(pipeline.destination, capped=False)
         try:
             pipeline.run(source, refresh=refresh, table_format=table_format)
         finally:
